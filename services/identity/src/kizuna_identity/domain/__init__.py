@@ -1,0 +1,1 @@
+"""The identity domain: aggregates and rules, no I/O."""

@@ -1,0 +1,47 @@
+"""Login lock-out: too many failures for one login id within a window lock it for a while."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from time import monotonic
+
+
+@dataclass
+class LoginThrottle:
+    max_failures: int = 5
+    window_seconds: float = 15 * 60
+    lockout_seconds: float = 15 * 60
+    clock: Callable[[], float] = monotonic
+    _failures: dict[str, deque[float]] = field(default_factory=dict)
+    _locked_until: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def retry_after(self, login_id: str) -> int:
+        """Seconds until the login may be tried again; 0 when it is not locked."""
+        with self._lock:
+            until = self._locked_until.get(login_id)
+            if until is None:
+                return 0
+            remaining = until - self.clock()
+            if remaining <= 0:
+                del self._locked_until[login_id]
+                return 0
+            return max(1, int(remaining))
+
+    def failed(self, login_id: str) -> None:
+        with self._lock:
+            now = self.clock()
+            failures = self._failures.setdefault(login_id, deque())
+            failures.append(now)
+            while failures and failures[0] < now - self.window_seconds:
+                failures.popleft()
+            if len(failures) >= self.max_failures:
+                self._locked_until[login_id] = now + self.lockout_seconds
+                del self._failures[login_id]
+
+    def succeeded(self, login_id: str) -> None:
+        with self._lock:
+            self._failures.pop(login_id, None)

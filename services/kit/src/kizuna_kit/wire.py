@@ -1,0 +1,58 @@
+"""Events on the wire: protobuf payloads inside the shared kizuna.events.v1.Envelope."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.protobuf import any_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from kizuna.events.v1.envelope_pb2 import Envelope
+
+MSG_ID = "Nats-Msg-Id"
+
+
+@dataclass(frozen=True)
+class OutgoingEvent:
+    """What a service's translator makes of one stored event."""
+
+    subject: str
+    aggregate_id: str
+    aggregate_version: int
+    occurred_at: datetime
+    recorded_at: datetime
+    payload: Message
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def event_id(service: str, position: int) -> str:
+    return f"{service}:{position}"
+
+
+def position_of(msg_id: str, service: str) -> int:
+    prefix, _, number = msg_id.rpartition(":")
+    if prefix != service or not number.isdigit():
+        raise ValueError(f"message id {msg_id!r} was not published by {service}")
+    return int(number)
+
+
+def envelope(service: str, stream: str, position: int, event: OutgoingEvent) -> Envelope:
+    payload = any_pb2.Any()
+    payload.Pack(event.payload)
+    return Envelope(
+        event_id=event_id(service, position),
+        stream=stream,
+        aggregate_id=event.aggregate_id,
+        aggregate_version=event.aggregate_version,
+        type=event.payload.DESCRIPTOR.full_name,
+        occurred_at=timestamp(event.occurred_at),
+        recorded_at=timestamp(event.recorded_at),
+        position=position,
+        payload=payload,
+    )

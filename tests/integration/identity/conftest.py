@@ -1,0 +1,119 @@
+"""An identity service running in the test's event loop on a free port, on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from kizuna.identity.v1 import identity_pb2 as pb
+from kizuna.identity.v1.identity_pb2_grpc import IdentityServiceStub
+from kizuna_identity.main import IdentityService, build
+from kizuna_kit.config import ServiceConfig
+from kizuna_kit.errors import error_info
+from tests.conftest import Keys
+
+CHEAP_HASH = {
+    "KIZUNA_TESTING": "1",
+    "KIZUNA_IDENTITY_ARGON2_MEMORY_KIB": "64",
+    "KIZUNA_IDENTITY_ARGON2_TIME_COST": "1",
+}
+
+
+def identity_config(
+    data_dir: Path, keys_path: Path, database_url: str | None, nats_url: str
+) -> ServiceConfig:
+    return ServiceConfig(
+        service="identity",
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        nats_url=nats_url,
+        database_url=database_url,
+        data_dir=data_dir,
+        api_keys_file=keys_path,
+        log_level="warning",
+        log_format="json",
+        shutdown_grace_seconds=0.5,
+        workers=8,
+    )
+
+
+@dataclass
+class Identity:
+    service: IdentityService
+    stub: IdentityServiceStub
+    keys: Keys
+
+    def position(self) -> int:
+        return self.service.app.recorder.max_notification_id() or 0
+
+    async def call(self, method: str, request: Any, token: str | None = None) -> Any:
+        rpc = getattr(self.stub, method)
+        return await rpc(request, metadata=Keys.auth(token or self.keys.admin))
+
+    async def fails(
+        self,
+        method: str,
+        request: Any,
+        code: grpc.StatusCode,
+        reason: str,
+        token: str | None = None,
+    ) -> grpc.aio.AioRpcError:
+        """Asserts the call fails with `code` and `reason`, and that it wrote nothing."""
+        before = self.position()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await self.call(method, request, token)
+        error = caught.value
+        assert error.code() == code, error.details()
+        info = error_info(error.trailing_metadata())
+        assert info is not None
+        assert info.reason == reason, info
+        assert "Traceback" not in (error.details() or "")
+        assert self.position() == before, "a failed call must change nothing"
+        return error
+
+
+async def start_identity(
+    tmp_path: Path, keys: Keys, database_url: str | None, nats_url: str, relay: bool
+) -> tuple[IdentityService, asyncio.Task[None] | None]:
+    service = build(identity_config(tmp_path, keys.path, database_url, nats_url), CHEAP_HASH)
+    await service.server.start()
+    task = asyncio.create_task(service.relay.run()) if relay else None
+    return service, task
+
+
+@pytest.fixture
+async def identity(
+    tmp_path: Path, keys: Keys, database_url: str | None, request: pytest.FixtureRequest
+) -> AsyncIterator[Identity]:
+    nats_url = "nats://127.0.0.1:1"
+    uses_nats = "nats_server" in request.fixturenames
+    if uses_nats:
+        nats_url = request.getfixturevalue("nats_server").url
+    service, relay_task = await start_identity(tmp_path, keys, database_url, nats_url, uses_nats)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.server.port}")
+    yield Identity(service, IdentityServiceStub(channel), keys)
+    if relay_task is not None:
+        relay_task.cancel()
+    await channel.close()
+    await service.server.stop(0)
+    await service.close()
+
+
+def profile(**fields: Any) -> pb.Profile:
+    return pb.Profile(**fields)
+
+
+ADDRESS = pb.PostalAddress(
+    postal_code="100-0001",
+    region="Tokyo",
+    locality="Chiyoda-ku",
+    street="1-1 Chiyoda",
+    country="JP",
+)

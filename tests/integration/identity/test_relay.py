@@ -1,0 +1,147 @@
+"""Stream IDENTITY holds every identity event exactly once, in notification order,
+through relay crashes and nats-server crashes (real PostgreSQL + real nats-server)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import nats
+import pytest
+
+from kizuna.events.v1.envelope_pb2 import Envelope
+from kizuna.identity.v1 import identity_pb2 as pb
+from kizuna.identity.v1.identity_pb2_grpc import IdentityServiceStub
+from kizuna_identity.main import IdentityService
+from kizuna_identity.wire import STREAM, SUBJECTS, translator
+from kizuna_kit.natsd import NatsServer
+from kizuna_kit.relay import Relay
+from kizuna_kit.testing.waiting import eventually
+from tests.conftest import Keys
+from tests.integration.identity.conftest import start_identity
+
+pytestmark = pytest.mark.integration
+
+CLIENTS = 8
+PER_CLIENT = 125
+
+
+def expected_positions(service: IdentityService) -> list[int]:
+    translate = translator(service.app.mapper)
+    positions: list[int] = []
+    start = 1
+    while True:
+        page = service.app.recorder.select_notifications(start, 1000)
+        positions += [n.id for n in page if translate(n) is not None]
+        if len(page) < 1000:
+            return positions
+        start = page[-1].id + 1
+
+
+async def stream_positions(nats_url: str) -> list[int]:
+    client = await nats.connect(nats_url)
+    try:
+        js = client.jetstream()
+        info = await js.stream_info(STREAM)
+        positions = []
+        for seq in range(1, info.state.last_seq + 1):
+            msg = await js.get_msg(STREAM, seq=seq)
+            envelope = Envelope.FromString(msg.data or b"")
+            assert (msg.headers or {})["Nats-Msg-Id"] == envelope.event_id
+            positions.append(envelope.position)
+        return positions
+    finally:
+        await client.close()
+
+
+async def register_many(stub: IdentityServiceStub, keys: Keys, progress: list[int]) -> None:
+    async def client(n: int) -> None:
+        for i in range(PER_CLIENT):
+            await stub.RegisterCustomer(
+                pb.RegisterCustomerRequest(
+                    site_id="shop",
+                    login_id=f"c{n}-{i}@example.jp",
+                    password="correct horse battery",
+                    channel="ec",
+                ),
+                metadata=Keys.auth(keys.admin),
+            )
+            progress[0] += 1
+
+    await asyncio.gather(*(client(n) for n in range(CLIENTS)))
+
+
+@pytest.fixture
+async def running(
+    tmp_path: Path, keys: Keys, postgres_url: str, nats_server: NatsServer
+) -> AsyncIterator[tuple[IdentityService, IdentityServiceStub]]:
+    service, _ = await start_identity(tmp_path, keys, postgres_url, nats_server.url, relay=False)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.server.port}")
+    stub = IdentityServiceStub(channel)
+    await stub.CreateSite(
+        pb.CreateSiteRequest(site_id="shop", display_name="Shop", site_group="g"),
+        metadata=Keys.auth(keys.admin),
+    )
+    yield service, stub
+    await channel.close()
+    await service.server.stop(0)
+    await service.close()
+
+
+def new_relay(service: IdentityService) -> Relay:
+    return Relay(
+        service="identity",
+        stream=STREAM,
+        subjects=SUBJECTS,
+        log_reader=service.app.recorder,
+        translate=translator(service.app.mapper),
+        link=service.link,
+        batch_size=50,  # small batches, so a crash lands mid-stream
+    )
+
+
+async def all_published(service: IdentityService, nats_url: str) -> None:
+    want = expected_positions(service)
+
+    async def done() -> bool:
+        return (await stream_positions(nats_url))[-1:] == want[-1:]
+
+    await eventually(done)
+    assert await stream_positions(nats_url) == want
+    assert len(want) == CLIENTS * PER_CLIENT + 1  # every registration plus the site
+
+
+async def test_relay_crash_loses_and_duplicates_nothing(
+    running: tuple[IdentityService, IdentityServiceStub], keys: Keys, nats_server: NatsServer
+) -> None:
+    service, stub = running
+    progress = [0]
+    relay_task = asyncio.create_task(new_relay(service).run())
+    writers = asyncio.create_task(register_many(stub, keys, progress))
+    for crash_at in (200, 500, 800):
+        await eventually(lambda at=crash_at: progress[0] >= at)  # type: ignore[misc]
+        relay_task.cancel()  # a crash at an arbitrary point, possibly mid-batch
+        await asyncio.gather(relay_task, return_exceptions=True)
+        relay_task = asyncio.create_task(new_relay(service).run())
+    await writers
+    await all_published(service, nats_server.url)
+    relay_task.cancel()
+
+
+async def test_nats_crash_loses_and_duplicates_nothing(
+    running: tuple[IdentityService, IdentityServiceStub], keys: Keys, nats_server: NatsServer
+) -> None:
+    service, stub = running
+    progress = [0]
+    relay_task = asyncio.create_task(new_relay(service).run())
+    writers = asyncio.create_task(register_many(stub, keys, progress))
+    await eventually(lambda: progress[0] >= 300)
+    nats_server.kill()
+    # Writes go on while NATS is down: the event store is the outbox.
+    await eventually(lambda: progress[0] >= 600)
+    nats_server.start()
+    await writers
+    await all_published(service, nats_server.url)
+    relay_task.cancel()

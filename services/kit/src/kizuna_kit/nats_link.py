@@ -26,7 +26,7 @@ class NatsLink:
         self._lock = asyncio.Lock()
 
     async def jetstream(self) -> JetStreamContext:
-        """The JetStream context, connecting first if needed (raises while NATS is down)."""
+        """The JetStream context, connecting first if needed (waits while NATS is down)."""
         async with self._lock:
             if self._client is None or self._client.is_closed:
                 self._client = await nats.connect(

@@ -1,0 +1,193 @@
+"""A durable JetStream consumer with exactly-once effect.
+
+Delivery is at least once; the service's `apply` records the stream sequence in the
+same transaction as its effect and skips sequences it already holds, so a redelivery
+has no second effect. Messages are applied strictly in stream order, one at a time:
+a failing message is retried in place (never skipped ahead of) and only dead-lettered
+after the last attempt. One running Consumer per durable is assumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import nats.errors
+import structlog
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from kizuna.events.v1.envelope_pb2 import Envelope
+from kizuna_kit.metrics import CONSUMER_APPLIED, CONSUMER_DEAD_LETTERED
+from kizuna_kit.nats_link import NatsLink, ensure_stream
+from kizuna_kit.wire import MSG_ID
+
+log = structlog.get_logger("kizuna.consumer")
+
+Apply = Callable[[Envelope, int], Awaitable[None]]
+
+DEADLETTER_STREAM = "DEADLETTER"
+DEADLETTER_SUBJECTS = ("deadletter.>",)
+ERROR_HEADER = "Kizuna-Error"
+STREAM_SEQ_HEADER = "Kizuna-Stream-Seq"
+ORIGINAL_MSG_ID_HEADER = "Kizuna-Original-Msg-Id"
+ACK_WAIT_SECONDS = 30.0
+FETCH_TIMEOUT_SECONDS = 2.0
+RETRY_DELAY_SECONDS = 0.2
+MAX_BACKOFF_SECONDS = 5.0
+
+
+def deadletter_subject(stream: str, durable: str) -> str:
+    return f"deadletter.{stream}.{durable}"
+
+
+class Consumer:
+    def __init__(
+        self,
+        *,
+        link: NatsLink,
+        stream: str,
+        durable: str,
+        apply: Apply,
+        max_attempts: int = 5,
+        backoff_seconds: float = 0.2,
+        batch: int = 100,
+        filter_subject: str | None = None,
+    ) -> None:
+        self.stream = stream
+        self.durable = durable
+        self._link = link
+        self._apply = apply
+        self._max_attempts = max(1, max_attempts)
+        self._backoff = backoff_seconds
+        self._batch = batch
+        self._filter = filter_subject
+        self._processed = 0
+        self._retry_delay = RETRY_DELAY_SECONDS
+
+    @property
+    def processed(self) -> int:
+        """Stream sequence of the last message applied or dead-lettered by this instance."""
+        return self._processed
+
+    async def run(self) -> None:
+        """Consumes forever; NATS outages and a missing stream only delay it."""
+        while True:
+            try:
+                await self._consume(await self._link.jetstream())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "consumer.retrying",
+                    stream=self.stream,
+                    durable=self.durable,
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200],
+                )
+                await asyncio.sleep(self._retry_delay)
+                self._retry_delay = min(self._retry_delay * 2, MAX_BACKOFF_SECONDS)
+
+    async def _consume(self, js: JetStreamContext) -> None:
+        await ensure_stream(js, DEADLETTER_STREAM, DEADLETTER_SUBJECTS)
+        try:
+            await js.consumer_info(self.stream, self.durable)
+        except NotFoundError:
+            await js.add_consumer(self.stream, self._config())
+        # Messages delivered to an earlier run (a crash, or our own loop restarting
+        # mid-batch) stay pending until ack_wait, while the server would hand us
+        # later ones first. Rewinding to the ack floor keeps stream order.
+        reset = await js.reset_consumer(self.stream, self.durable)
+        sub = await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        self._retry_delay = RETRY_DELAY_SECONDS
+        log.info("consumer.resuming", stream=self.stream, durable=self.durable, seq=reset.reset_seq)
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(self._batch, timeout=FETCH_TIMEOUT_SECONDS)
+                except nats.errors.TimeoutError:
+                    continue  # nothing new (or NATS is reconnecting)
+                for msg in msgs:
+                    await self._handle(js, msg)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    def _config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            name=self.durable,
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ACK_WAIT_SECONDS,
+            max_deliver=-1,  # retries happen in place, in process
+            filter_subject=self._filter,
+        )
+
+    async def _handle(self, js: JetStreamContext, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq <= self._processed:
+            # A redelivery (after a reset or an expired ack_wait) of what we handled.
+            await msg.ack()
+            return
+        try:
+            event = Envelope.FromString(msg.data)
+        except DecodeError as exc:
+            error: Exception | None = exc
+        else:
+            error = await self._apply_with_retries(msg, event, seq)
+        if error is None:
+            CONSUMER_APPLIED.labels(self.stream, self.durable).inc()
+        else:
+            await self._dead_letter(js, msg, seq, error)
+        await msg.ack()
+        self._processed = seq
+
+    async def _apply_with_retries(self, msg: Msg, event: Envelope, seq: int) -> Exception | None:
+        """None once applied; the last error after max_attempts failures."""
+        attempt = 1
+        while True:
+            try:
+                await self._apply(event, seq)
+            except Exception as exc:
+                log.warning(
+                    "consumer.apply_failed",
+                    stream=self.stream,
+                    durable=self.durable,
+                    seq=seq,
+                    attempt=attempt,
+                    error=type(exc).__name__,
+                )
+                if attempt >= self._max_attempts:
+                    return exc
+            else:
+                return None
+            await msg.in_progress()  # keep the message ours while we back off
+            await asyncio.sleep(min(self._backoff * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS))
+            attempt += 1
+
+    async def _dead_letter(
+        self, js: JetStreamContext, msg: Msg, seq: int, error: Exception
+    ) -> None:
+        # Nats-* headers steered the original stream (dedup id, expected last id);
+        # in DEADLETTER they would be rejected or wrongly deduplicated against
+        # another durable's dead letter of the same event.
+        headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
+        if MSG_ID in (msg.headers or {}):
+            headers[ORIGINAL_MSG_ID_HEADER] = (msg.headers or {})[MSG_ID]
+        headers[ERROR_HEADER] = type(error).__name__
+        headers[STREAM_SEQ_HEADER] = str(seq)
+        headers[MSG_ID] = f"{self.stream}:{self.durable}:{seq}"
+        await js.publish(deadletter_subject(self.stream, self.durable), msg.data, headers=headers)
+        CONSUMER_DEAD_LETTERED.labels(self.stream, self.durable).inc()
+        log.error(
+            "consumer.dead_lettered",
+            stream=self.stream,
+            durable=self.durable,
+            seq=seq,
+            error=type(error).__name__,
+        )

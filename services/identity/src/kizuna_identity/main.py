@@ -89,7 +89,11 @@ async def serve(config: ServiceConfig, env: Mapping[str, str]) -> None:
         database="postgresql" if config.database_url else str(config.sqlite_path),
     )
     await run_until_signalled(
-        service.server, [service.relay.run], config.shutdown_grace_seconds, service.close
+        service.server,
+        [service.relay.run],
+        config.shutdown_grace_seconds,
+        service.close,
+        drain=config.shutdown_drain_seconds,
     )
 
 

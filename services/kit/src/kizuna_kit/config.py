@@ -76,6 +76,7 @@ class ServiceConfig:
     log_format: str
     shutdown_grace_seconds: float
     workers: int
+    shutdown_drain_seconds: float = 0.0
 
     @property
     def sqlite_path(self) -> Path:
@@ -115,4 +116,5 @@ class ServiceConfig:
             log_format=env_choice(env, "KIZUNA_LOG_FORMAT", "auto", ("auto", "json", "console")),
             shutdown_grace_seconds=env_float(env, "KIZUNA_SHUTDOWN_GRACE_SECONDS", 10.0, low=0.0),
             workers=env_int(env, prefix + "WORKERS", 16, low=1, high=256),
+            shutdown_drain_seconds=env_float(env, "KIZUNA_SHUTDOWN_DRAIN_SECONDS", 0.0, low=0.0),
         )

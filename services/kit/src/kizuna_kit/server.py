@@ -60,9 +60,12 @@ class GrpcServer:
         for name in ["", *(b.name for b in self._bindings)]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float) -> None:
-        # Probes see NOT_SERVING first, so traffic drains before in-flight calls end.
+    async def stop(self, grace: float, drain: float = 0.0) -> None:
+        # Probes see NOT_SERVING first and load balancers move traffic away during
+        # `drain`; then new calls are refused and in-flight ones get `grace`.
         await self.health.enter_graceful_shutdown()
+        if drain > 0:
+            await asyncio.sleep(drain)
         await self._server.stop(grace)
 
     async def wait(self) -> None:
@@ -81,6 +84,7 @@ async def run_until_signalled(
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]],
     grace: float,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    drain: float = 0.0,
 ) -> None:
     """Serves until SIGTERM/SIGINT; then NOT_SERVING, drain, stop the background tasks."""
     stop = asyncio.Event()
@@ -95,8 +99,8 @@ async def run_until_signalled(
     for task in done:
         if task is not waiter and task.exception() is not None:
             log.error("service.background_failed", exc_info=task.exception())
-    log.info("service.stopping", grace_seconds=grace)
-    await server.stop(grace)
+    log.info("service.stopping", drain_seconds=drain, grace_seconds=grace)
+    await server.stop(grace, drain)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

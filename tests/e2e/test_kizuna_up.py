@@ -1,0 +1,174 @@
+"""`kizuna up` as a person runs it: processes, generated tokens, grpcurl, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kizuna_kit.ports import free_port
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+IDENTITY = "kizuna.identity.v1.IdentityService"
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[str]
+    data_dir: Path
+    identity: str
+    metrics: int
+    log: Path
+
+    def grpcurl(
+        self, method: str, body: dict[str, object], token: str | None = None
+    ) -> dict[str, object]:
+        token = token or (self.data_dir / "admin.token").read_text().strip()
+        result = subprocess.run(
+            [
+                str(BIN / "grpcurl"),
+                "-plaintext",
+                "-H",
+                f"authorization: Bearer {token}",
+                "-d",
+                json.dumps(body),
+                self.identity,
+                f"{IDENTITY}/{method}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise GrpcurlError(result.stderr)
+        return dict(json.loads(result.stdout or "{}"))
+
+
+class GrpcurlError(Exception):
+    pass
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    data_dir = tmp_path / "kizuna"
+    port, metrics, nats = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "KIZUNA_DATA_DIR": str(data_dir),
+        "KIZUNA_IDENTITY_PORT": str(port),
+        "KIZUNA_IDENTITY_METRICS_PORT": str(metrics),
+        "KIZUNA_NATS_URL": f"nats://127.0.0.1:{nats}",
+        "KIZUNA_IDENTITY_ARGON2_MEMORY_KIB": "1024",
+        "KIZUNA_IDENTITY_ARGON2_TIME_COST": "1",
+    }
+    log = tmp_path / "up.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(BIN / "kizuna"), "up"], env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+        )
+    deadline = time.monotonic() + 60
+    while "Kizuna is up." not in log.read_text():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    yield Stack(process, data_dir, f"127.0.0.1:{port}", metrics, log)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_the_tanaka_story_through_grpcurl(stack: Stack) -> None:
+    assert (stack.data_dir / "admin.token").stat().st_mode & 0o077 == 0
+    stack.grpcurl(
+        "CreateSite",
+        {
+            "site_id": "site-a",
+            "display_name": "EC A",
+            "site_group": "brand-1",
+            "required_fields": ["given_name", "family_name"],
+        },
+    )
+    stack.grpcurl(
+        "CreateSite",
+        {
+            "site_id": "site-b",
+            "display_name": "App B",
+            "site_group": "brand-1",
+            "required_fields": ["given_name", "family_name", "postal_address"],
+        },
+    )
+    registered = stack.grpcurl(
+        "RegisterCustomer",
+        {
+            "site_id": "site-a",
+            "login_id": "tanaka@example.jp",
+            "password": PASSWORD,
+            "profile": {"given_name": "Taro", "family_name": "Tanaka"},
+            "channel": "ec",
+        },
+    )
+    login = stack.grpcurl(
+        "Login", {"site_id": "site-a", "login_id": "tanaka@example.jp", "password": PASSWORD}
+    )
+    assert login["customer_id"] == registered["customer_id"]
+    at_b = stack.grpcurl(
+        "ValidateSession", {"session_token": login["session_token"], "site_id": "site-b"}
+    )
+    assert at_b["customer_id"] == registered["customer_id"]
+    assert at_b["missing_fields"] == ["postal_address"]
+    stack.grpcurl(
+        "UpdateProfile",
+        {
+            "customer_id": registered["customer_id"],
+            "profile": {
+                "postal_address": {
+                    "postal_code": "100-0001",
+                    "locality": "Chiyoda-ku",
+                    "street": "1-1",
+                    "country": "JP",
+                }
+            },
+        },
+    )
+    at_b = stack.grpcurl(
+        "ValidateSession", {"session_token": login["session_token"], "site_id": "site-b"}
+    )
+    assert "missing_fields" not in at_b  # proto3 JSON leaves out an empty list
+
+    auditor = (stack.data_dir / "auditor.token").read_text().strip()
+    with pytest.raises(GrpcurlError, match="PermissionDenied"):
+        stack.grpcurl(
+            "UpdateProfile",
+            {"customer_id": registered["customer_id"], "profile": {"given_name": "X"}},
+            token=auditor,
+        )
+
+    # Metrics are served, and neither the password nor a token reached the logs.
+    metrics = (
+        urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics}/metrics", timeout=5)
+        .read()
+        .decode()
+    )
+    assert 'kizuna_rpc_total{code="OK",method="Login",service="identity"} 1.0' in metrics
+    assert "kizuna_relay_lag" in metrics
+
+    stack.process.send_signal(signal.SIGINT)
+    assert stack.process.wait(timeout=30) == 0
+    log = stack.log.read_text()
+    assert PASSWORD not in log
+    assert str(login["session_token"]) not in log
+    assert (stack.data_dir / "admin.token").read_text().strip() not in log
+    assert "service.stopped" in log

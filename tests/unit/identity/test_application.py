@@ -1,0 +1,85 @@
+"""Application rules with the library's in-memory event store and a counting hasher."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kizuna_identity.application import IdentityApplication
+from kizuna_identity.domain.errors import LoginFailed, SessionInvalid
+from kizuna_identity.passwords import PasswordHasher
+
+
+class CountingHasher(PasswordHasher):
+    """Plain-text "hashes": fast, and counts every verification."""
+
+    def __init__(self) -> None:
+        self.verified: list[str | None] = []
+
+    def hash(self, password: str) -> str:
+        return "plain$" + password
+
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        self.verified.append(password_hash)
+        return password_hash == "plain$" + password
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def hasher() -> CountingHasher:
+    return CountingHasher()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def app(hasher: CountingHasher, clock: Clock) -> IdentityApplication:
+    app = IdentityApplication(
+        {"PERSISTENCE_MODULE": "eventsourcing.popo"}, hasher=hasher, clock=clock
+    )
+    app.create_site("shop", "Shop", "brand", ["given_name"])
+    app.register_customer(
+        "shop", "a@example.jp", "correct horse battery", {"given_name": "A"}, "ec"
+    )
+    return app
+
+
+def test_unknown_login_does_the_same_hashing_work(
+    app: IdentityApplication, hasher: CountingHasher
+) -> None:
+    with pytest.raises(LoginFailed) as wrong:
+        app.login("shop", "a@example.jp", "not the password")
+    with pytest.raises(LoginFailed) as unknown:
+        app.login("shop", "nobody@example.jp", "not the password")
+    assert str(wrong.value) == str(unknown.value)
+    assert len(hasher.verified) == 2
+    assert hasher.verified[1] is None  # checked against the decoy hash
+
+
+def test_sessions_expire(app: IdentityApplication, clock: Clock) -> None:
+    result = app.login("shop", "a@example.jp", "correct horse battery")
+    assert app.validate_session(result.session_token, "shop").customer_id == result.customer_id
+    clock.now += timedelta(hours=13)
+    with pytest.raises(SessionInvalid):
+        app.validate_session(result.session_token, "shop")
+
+
+def test_writes_return_increasing_positions(app: IdentityApplication) -> None:
+    first = app.register_customer(
+        "shop", "b@example.jp", "correct horse battery", {"given_name": "B"}, ""
+    )
+    second = app.update_profile(first.aggregate_id, {"phone": "+81 3 1234 5678"}, [], None)
+    assert second.position > first.position
+    assert second.version == first.version + 1
+    assert app.recorder.max_notification_id() == second.position

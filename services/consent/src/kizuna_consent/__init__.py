@@ -1,0 +1,1 @@
+"""Kizuna consent service: an append-only, tamper-evident, replayable consent ledger."""

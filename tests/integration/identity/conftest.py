@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,8 @@ from kizuna.identity.v1 import identity_pb2 as pb
 from kizuna.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from kizuna_identity.main import IdentityService, build
 from kizuna_kit.config import ServiceConfig
-from kizuna_kit.errors import error_info
 from tests.conftest import Keys
+from tests.support import Caller
 
 CHEAP_HASH = {
     "KIZUNA_TESTING": "1",
@@ -44,39 +43,12 @@ def identity_config(
     )
 
 
-@dataclass
-class Identity:
+class Identity(Caller):
     service: IdentityService
-    stub: IdentityServiceStub
-    keys: Keys
 
-    def position(self) -> int:
-        return self.service.app.recorder.max_notification_id() or 0
-
-    async def call(self, method: str, request: Any, token: str | None = None) -> Any:
-        rpc = getattr(self.stub, method)
-        return await rpc(request, metadata=Keys.auth(token or self.keys.admin))
-
-    async def fails(
-        self,
-        method: str,
-        request: Any,
-        code: grpc.StatusCode,
-        reason: str,
-        token: str | None = None,
-    ) -> grpc.aio.AioRpcError:
-        """Asserts the call fails with `code` and `reason`, and that it wrote nothing."""
-        before = self.position()
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await self.call(method, request, token)
-        error = caught.value
-        assert error.code() == code, error.details()
-        info = error_info(error.trailing_metadata())
-        assert info is not None
-        assert info.reason == reason, info
-        assert "Traceback" not in (error.details() or "")
-        assert self.position() == before, "a failed call must change nothing"
-        return error
+    def __init__(self, service: IdentityService, stub: IdentityServiceStub, keys: Keys) -> None:
+        super().__init__(stub, keys, lambda: service.app.recorder.max_notification_id() or 0)
+        self.service = service
 
 
 async def start_identity(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
+from eventsourcing.persistence import Notification
 from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
@@ -43,16 +44,38 @@ def position_of(msg_id: str, service: str) -> int:
 
 
 def envelope(service: str, stream: str, position: int, event: OutgoingEvent) -> Envelope:
-    payload = any_pb2.Any()
-    payload.Pack(event.payload)
+    if isinstance(event.payload, any_pb2.Any):
+        payload = event.payload
+    else:
+        payload = any_pb2.Any()
+        payload.Pack(event.payload)
     return Envelope(
         event_id=event_id(service, position),
         stream=stream,
         aggregate_id=event.aggregate_id,
         aggregate_version=event.aggregate_version,
-        type=event.payload.DESCRIPTOR.full_name,
+        type=payload.type_url.rpartition("/")[2],
         occurred_at=timestamp(event.occurred_at),
         recorded_at=timestamp(event.recorded_at),
         position=position,
         payload=payload,
+    )
+
+
+def draft_envelope(stream: str, event: OutgoingEvent) -> bytes:
+    """An envelope without event id and position, for services whose outbox is a
+    table: the relay completes it when it publishes (see `from_outbox`)."""
+    return envelope("", stream, 0, event).SerializeToString()
+
+
+def from_outbox(notification: Notification) -> OutgoingEvent:
+    """The relay's translator for outbox rows holding `draft_envelope` bytes."""
+    draft = Envelope.FromString(notification.state)
+    return OutgoingEvent(
+        subject=notification.topic,
+        aggregate_id=draft.aggregate_id,
+        aggregate_version=draft.aggregate_version,
+        occurred_at=draft.occurred_at.ToDatetime(tzinfo=UTC),
+        recorded_at=draft.recorded_at.ToDatetime(tzinfo=UTC),
+        payload=draft.payload,
     )

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from kizuna_kit.group_commit import GroupCommit
+
+
+async def test_concurrent_submits_share_commits_and_keep_their_results() -> None:
+    batches: list[list[int]] = []
+    gate = threading.Event()
+
+    def commit(items: Sequence[int]) -> list[int]:
+        gate.wait(5)  # the first commit is slow, so the others queue up behind it
+        batches.append(list(items))
+        return [i * 10 for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(commit)
+    first = asyncio.create_task(group.submit(0))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.create_task(group.submit(i)) for i in range(1, 50)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    results = await asyncio.gather(first, *rest)
+    assert results == [i * 10 for i in range(50)]
+    assert batches == [[0], list(range(1, 50))]
+
+
+async def test_a_failed_commit_fails_every_caller_of_that_batch_only() -> None:
+    calls = 0
+
+    def commit(items: Sequence[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("disk full")
+        return list(items)
+
+    group: GroupCommit[int, int] = GroupCommit(commit)
+    with pytest.raises(RuntimeError, match="disk full"):
+        await group.submit(1)
+    assert await group.submit(2) == 2
+
+
+async def test_batches_are_capped() -> None:
+    sizes: list[int] = []
+
+    def commit(items: Sequence[int]) -> list[int]:
+        sizes.append(len(items))
+        return list(items)
+
+    group: GroupCommit[int, int] = GroupCommit(commit, max_batch=10)
+    await asyncio.gather(*(group.submit(i) for i in range(35)))
+    assert max(sizes) <= 10
+    assert sum(sizes) == 35

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kizuna.identity.v1 import identity_pb2_grpc as pb_grpc
 from kizuna_identity.api import POLICY, SERVICE_NAME, IdentityServicer
 from kizuna_identity.application import IdentityApplication
 from kizuna_identity.passwords import Argon2Params, PasswordHasher
 from kizuna_identity.wire import STREAM, SUBJECTS, translator
-from kizuna_kit.auth import ApiKeys, KeyFileError
+from kizuna_kit.auth import ApiKeys
 from kizuna_kit.config import ConfigError, ServiceConfig, env_int
 from kizuna_kit.eventstore import eventsourcing_env
-from kizuna_kit.logging import configure_logging, get_logger
-from kizuna_kit.metrics import serve_metrics
 from kizuna_kit.nats_link import NatsLink
 from kizuna_kit.relay import Relay
-from kizuna_kit.server import GrpcServer, ServiceBinding, run_until_signalled, use_thread_pool
+from kizuna_kit.server import GrpcServer, ServiceBinding
+from kizuna_kit.service import run_service
 
 SERVICE = "identity"
 
@@ -45,6 +42,9 @@ class IdentityService:
     server: GrpcServer
     relay: Relay
     link: NatsLink
+
+    def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        return [self.relay.run]
 
     async def close(self) -> None:
         await self.link.close()
@@ -78,31 +78,5 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> IdentityService:
     return IdentityService(app, server, relay, link)
 
 
-async def serve(config: ServiceConfig, env: Mapping[str, str]) -> None:
-    use_thread_pool(config.workers)
-    service = build(config, env)
-    metrics_port = serve_metrics(config.metrics_port)
-    get_logger("kizuna.identity").info(
-        "identity.starting",
-        grpc_port=service.server.port,
-        metrics_port=metrics_port,
-        database="postgresql" if config.database_url else str(config.sqlite_path),
-    )
-    await run_until_signalled(
-        service.server,
-        [service.relay.run],
-        config.shutdown_grace_seconds,
-        service.close,
-        drain=config.shutdown_drain_seconds,
-    )
-
-
 def run() -> None:
-    env = os.environ
-    try:
-        config = ServiceConfig.from_env(SERVICE, default_port=50051, default_metrics_port=9101)
-        configure_logging(config.log_level, config.log_format, service=SERVICE)
-        asyncio.run(serve(config, env))
-    except (ConfigError, KeyFileError) as exc:
-        print(f"kizuna-identity: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_service(SERVICE, 50051, 9101, build)

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PACKAGES := protos/python services/kit services/identity services/consent services/cli
+PACKAGES := protos/python services/kit services/identity services/consent services/profile-sync services/cli
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
 .PHONY: up test unit integration lint protos protos-check bench clean postgres

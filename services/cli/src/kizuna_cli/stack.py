@@ -20,8 +20,10 @@ from urllib.parse import urlparse
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kizuna_consent.signing import write_new_signing_key
 from kizuna_kit.auth import ALL_SCOPES, AUDITOR_SCOPES, issue_keys
 from kizuna_kit.natsd import NatsServer
+from kizuna_profilesync.secret_box import write_new_key
 
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
@@ -39,7 +41,10 @@ class ServiceSpec:
         return int(env.get(prefix + "PORT") or self.port)
 
 
-SERVICES = [ServiceSpec("identity", "kizuna_identity", 50051, 9101)]
+SERVICES = [
+    ServiceSpec("identity", "kizuna_identity", 50051, 9101),
+    ServiceSpec("consent", "kizuna_consent", 50052, 9102),
+]
 
 
 def ensure_keys(data_dir: Path) -> Path:
@@ -95,6 +100,12 @@ def up(data_dir: Path, env: Mapping[str, str]) -> int:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     keys_file = ensure_keys(data_dir)
+    signing_key = data_dir / "consent-signing-key.pem"
+    if not signing_key.exists():
+        write_new_signing_key(signing_key)  # a development key; operators bring their own
+    secrets_key = data_dir / "profilesync-secrets.key"
+    if not secrets_key.exists():
+        write_new_key(secrets_key)
     nats_url = env.get("KIZUNA_NATS_URL") or "nats://127.0.0.1:4222"
     nats = NatsServer(data_dir / "nats", port=urlparse(nats_url).port or 4222)
     print(f"kizuna: starting nats-server on {nats.url} (JetStream data in {nats.store_dir})")
@@ -103,6 +114,8 @@ def up(data_dir: Path, env: Mapping[str, str]) -> int:
         **env,
         "KIZUNA_DATA_DIR": str(data_dir),
         "KIZUNA_API_KEYS_FILE": str(keys_file),
+        "KIZUNA_CONSENT_SIGNING_KEY_FILE": str(signing_key),
+        "KIZUNA_PROFILESYNC_SECRETS_KEY_FILE": str(secrets_key),
         "KIZUNA_NATS_URL": nats.url,
         "KIZUNA_LOG_FORMAT": env.get("KIZUNA_LOG_FORMAT") or "console",
         "PYTHONUNBUFFERED": "1",

@@ -1,0 +1,3 @@
+from kizuna_consent.main import run
+
+run()

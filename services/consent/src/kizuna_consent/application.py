@@ -1,0 +1,242 @@
+"""The consent application: validates requests, seals evidence, appends through the
+store (in groups), answers point-in-time questions and proves the ledger."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from kizuna_consent.domain.chain import Verification, verify_chain
+from kizuna_consent.domain.checkpoint import Checkpoint, sign_checkpoint
+from kizuna_consent.domain.errors import ConsentError
+from kizuna_consent.domain.merkle import inclusion_proof, root_of
+from kizuna_consent.domain.records import ConsentRecord, Decision
+from kizuna_consent.domain.state import ConsentStatus, Entry, resolve
+from kizuna_consent.domain.statements import Statement, Version, publish_statement
+from kizuna_consent.evidence import Evidence, OpenedEvidence, check_evidence, open_sealed, seal
+from kizuna_consent.storage.interface import Appended, LedgerStore, NewConsent
+from kizuna_consent.wire import consent_recorded, statement_published
+
+MAX_ID = 128
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ConsentRequest:
+    subject_id: str
+    statement_id: str
+    version: str
+    decision: Decision
+    effective_at: datetime | None
+    channel: str
+    site_id: str
+    evidence: Evidence
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class StateEntry:
+    statement_id: str
+    status: ConsentStatus
+    entry: Entry | None
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    record: ConsentRecord
+    evidence: OpenedEvidence
+
+
+@dataclass(frozen=True)
+class Proof:
+    leaf_index: int
+    record_hash: bytes
+    audit_path: list[bytes]
+    checkpoint: Checkpoint
+
+
+class ConsentApplication:
+    def __init__(
+        self,
+        store: LedgerStore,
+        signing_key: Ed25519PrivateKey,
+        clock: Callable[[], datetime] = utcnow,
+        on_recorded: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self._signing_key = signing_key
+        self._clock = clock
+        self._on_recorded = on_recorded or (lambda: None)
+
+    # Statements -----------------------------------------------------------
+
+    def publish_statement(
+        self, statement_id: str, version: str, purpose: str, title: str, text: str
+    ) -> Statement:
+        existing = [s.version for s in self.store.list_statements(statement_id)]
+        statement = publish_statement(
+            statement_id, version, purpose, title, text, self._clock(), existing
+        )
+        self.store.publish_statement(statement, statement_published(statement))
+        self._on_recorded()
+        return statement
+
+    def get_statement(self, statement_id: str, version: str) -> Statement:
+        parsed = Version.parse(version) if version else None
+        statement = self.store.get_statement(statement_id, parsed)
+        if statement is None:
+            raise StatementNotFound("no such statement version", statement_id=statement_id)
+        return statement
+
+    # Recording --------------------------------------------------------------
+
+    def prepare(self, request: ConsentRequest) -> NewConsent | Appended:
+        """Checks a request and seals its evidence; a known idempotency key short-cuts
+        to the first answer. Runs outside the append lock."""
+        if request.idempotency_key:
+            first = self.store.find_by_idempotency_key(request.idempotency_key)
+            if first is not None:
+                return Appended(first, created=False)
+        check_id(request.subject_id, "subject_id")
+        too_long = check_evidence(request.evidence)
+        if too_long or len(request.channel) > MAX_ID or len(request.site_id) > MAX_ID:
+            raise InvalidRequest("field too long", fields=",".join(too_long or ["channel/site_id"]))
+        version = Version.parse(request.version)
+        if self.store.get_statement(request.statement_id, version) is None:
+            raise StatementNotFound("no such statement version", statement_id=request.statement_id)
+        now = self._clock()
+        effective_at = request.effective_at or now
+        if effective_at > now:
+            raise EffectiveAtInFuture("effective_at must not be in the future")
+        subject = self.store.canonical_subject(request.subject_id)
+        if self.store.is_erased(subject):
+            raise SubjectErased("the subject was erased; no consent can be recorded")
+        key = self.store.subject_key(subject, create=True)
+        if key is None:
+            raise SubjectErased("the subject was erased; no consent can be recorded")
+        record_id = str(uuid.uuid4())
+        return NewConsent(
+            record_id=record_id,
+            subject_id=subject,
+            statement_id=request.statement_id,
+            version=version,
+            decision=request.decision,
+            effective_at=effective_at,
+            channel=request.channel,
+            site_id=request.site_id,
+            evidence=seal(request.evidence, key, record_id.encode()),
+            idempotency_key=request.idempotency_key or None,
+        )
+
+    def append(self, batch: Sequence[NewConsent]) -> list[Appended]:
+        """One durable transaction for the whole batch (see kizuna_kit.group_commit)."""
+        appended = self.store.append(batch, consent_recorded, self._clock)
+        self._on_recorded()
+        return appended
+
+    def record(self, request: ConsentRequest) -> Appended:
+        prepared = self.prepare(request)
+        return prepared if isinstance(prepared, Appended) else self.append([prepared])[0]
+
+    # Point in time -------------------------------------------------------------
+
+    def state(
+        self, subject_id: str, at: datetime | None, as_known_at: datetime | None
+    ) -> tuple[str, list[StateEntry]]:
+        """One entry per published statement, for the subject's survivor."""
+        check_id(subject_id, "subject_id")
+        subject = self.store.canonical_subject(subject_id)
+        winners = self.store.state(subject, at or self._clock(), as_known_at)
+        latest = self.store.latest_majors()
+        entries = []
+        for statement_id in sorted(latest):
+            entry = winners.get(statement_id)
+            if entry is None:
+                entries.append(StateEntry(statement_id, ConsentStatus.NOT_GIVEN, None))
+            else:
+                shown = resolve(entry, latest[statement_id])
+                entries.append(StateEntry(statement_id, shown.status, shown))
+        return subject, entries
+
+    def export_state(
+        self, at: datetime | None, as_known_at: datetime | None, statement_id: str | None
+    ) -> Iterator[tuple[str, str, Entry]]:
+        latest = self.store.latest_majors()
+        for subject, statement, entry in self.store.export_state(
+            at or self._clock(), as_known_at, statement_id or None
+        ):
+            yield subject, statement, resolve(entry, latest.get(statement))
+
+    def history(self, subject_id: str) -> Iterator[HistoryItem]:
+        check_id(subject_id, "subject_id")
+        subject = self.store.canonical_subject(subject_id)
+        ids = [subject, *self.store.merged_ids(subject)]
+        keys = {i: self.store.subject_key(i, create=False) for i in ids}
+        for record in self.store.history(ids):
+            opened = open_sealed(
+                record.evidence, keys.get(record.subject_id), record.record_id.encode()
+            )
+            yield HistoryItem(record, opened)
+
+    # Proofs ---------------------------------------------------------------------
+
+    def verify(self) -> Verification:
+        return verify_chain(self.store.records(), checkpoint=self.store.tree())
+
+    def checkpoint(self, size: int | None = None) -> Checkpoint:
+        tree = self.store.tree()
+        if size is None or size == tree.size:
+            return sign_checkpoint(self._signing_key, tree.size, tree.root_hash, self._clock())
+        if not 0 < size <= tree.size:
+            raise InvalidRequest(f"checkpoint size must be between 1 and {tree.size}")
+        return sign_checkpoint(
+            self._signing_key, size, root_of(self.store.leaf_hashes(size)), self._clock()
+        )
+
+    def proof(self, record_id: str, size: int | None) -> Proof:
+        record = self.store.find_record(record_id)
+        if record is None:
+            raise RecordNotFound("no record with this id")
+        checkpoint = self.checkpoint(size)
+        if record.sequence > checkpoint.size:
+            raise InvalidRequest("the record is not in a tree of that size")
+        leaves = self.store.leaf_hashes(checkpoint.size)
+        path = inclusion_proof(leaves, record.sequence - 1, checkpoint.size)
+        return Proof(record.sequence - 1, record.record_hash, path, checkpoint)
+
+    @property
+    def public_key(self) -> bytes:
+        return self._signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def check_id(value: str, field: str) -> None:
+    if not value or len(value) > MAX_ID or not value.isprintable():
+        raise InvalidRequest(f"{field} must be 1 to {MAX_ID} printable characters", field=field)
+
+
+class StatementNotFound(ConsentError):
+    pass
+
+
+class RecordNotFound(ConsentError):
+    pass
+
+
+class SubjectErased(ConsentError):
+    pass
+
+
+class EffectiveAtInFuture(ConsentError):
+    pass
+
+
+class InvalidRequest(ConsentError):
+    pass

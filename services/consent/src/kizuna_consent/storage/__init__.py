@@ -1,0 +1,1 @@
+"""Ledger storage: SQLite (default) and PostgreSQL behind one interface (`LedgerStore`)."""

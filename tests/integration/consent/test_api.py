@@ -1,0 +1,321 @@
+"""The ConsentService contract of API.md over real gRPC, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from kizuna.consent.v1 import consent_pb2 as pb
+from kizuna_consent.domain.checkpoint import decode_checkpoint, verify_checkpoint
+from kizuna_consent.domain.merkle import leaf_hash, verify_inclusion
+from tests.conftest import Keys
+from tests.integration.consent.service import Consent, running_consent
+
+pytestmark = pytest.mark.integration
+S = grpc.StatusCode
+TANAKA = "5f0c6a8e-0000-4000-8000-000000000001"
+SATO = "5f0c6a8e-0000-4000-8000-000000000002"
+
+
+def ts(text: str) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.fromisoformat(text).replace(tzinfo=UTC))
+    return stamp
+
+
+@pytest.fixture
+async def consent(tmp_path: Path, keys: Keys, database_url: str | None) -> AsyncIterator[Consent]:
+    async with running_consent(tmp_path / "consent", keys, database_url, None) as running:
+        yield running
+
+
+async def publish(consent: Consent, statement: str, version: str) -> None:
+    await consent.call(
+        "PublishStatement",
+        pb.PublishStatementRequest(
+            statement_id=statement,
+            version=version,
+            purpose="p",
+            title=f"{statement} {version}",
+            text=f"The text of {statement} {version}.",
+        ),
+    )
+
+
+async def grant(
+    consent: Consent,
+    subject: str,
+    statement: str,
+    version: str,
+    at: str | None = None,
+    decision: pb.Decision.ValueType = pb.DECISION_GRANTED,
+    key: str = "",
+) -> pb.RecordConsentResponse:
+    request = pb.RecordConsentRequest(
+        subject_id=subject,
+        statement_id=statement,
+        version=version,
+        decision=decision,
+        channel="store",
+        site_id="site-a",
+        idempotency_key=key,
+        evidence=pb.Evidence(
+            ip="203.0.113.7",
+            user_agent="Paper form",
+            collected_by="staff-17",
+            proof_ref="scan-0042",
+        ),
+    )
+    if at:
+        request.effective_at.CopyFrom(ts(at))
+    response: pb.RecordConsentResponse = await consent.call("RecordConsent", request)
+    return response
+
+
+async def state(
+    consent: Consent, subject: str, at: str, known: str | None = None
+) -> dict[str, str]:
+    request = pb.GetConsentStateRequest(subject_id=subject, at=ts(at))
+    if known:
+        request.as_known_at.CopyFrom(ts(known))
+    reply = await consent.call("GetConsentState", request, consent.keys.auditor)
+    return {
+        e.statement_id: pb.ConsentStatus.Name(e.status).removeprefix("CONSENT_STATUS_")
+        for e in reply.entries
+    }
+
+
+async def test_the_auditors_questions(consent: Consent) -> None:
+    await publish(consent, "marketing-email", "1.0")
+    await grant(consent, TANAKA, "marketing-email", "1.0", at="2025-01-10T09:00:00")
+    await grant(
+        consent,
+        TANAKA,
+        "marketing-email",
+        "1.0",
+        at="2025-03-01T09:00:00",
+        decision=pb.DECISION_WITHDRAWN,
+    )
+    assert await state(consent, TANAKA, "2025-02-01T00:00:00") == {"marketing-email": "GRANTED"}
+    assert await state(consent, TANAKA, "2025-04-01T00:00:00") == {"marketing-email": "WITHDRAWN"}
+    # Both records were recorded today: on 2024-12-31 we knew nothing.
+    assert await state(consent, TANAKA, "2025-02-01T00:00:00", known="2024-12-31T00:00:00") == {
+        "marketing-email": "NOT_GIVEN"
+    }
+    await consent.fails(
+        "RecordConsent",
+        pb.RecordConsentRequest(
+            subject_id=TANAKA,
+            statement_id="marketing-email",
+            version="1.0",
+            decision=pb.DECISION_GRANTED,
+        ),
+        S.PERMISSION_DENIED,
+        "PERMISSION_DENIED",
+        token=consent.keys.auditor,
+    )
+
+
+async def test_major_versions_outdate_grants(consent: Consent) -> None:
+    await publish(consent, "terms", "1.0")
+    await grant(consent, TANAKA, "terms", "1.0")
+    now = (datetime.now(UTC) + timedelta(seconds=1)).replace(tzinfo=None).isoformat()
+    await publish(consent, "terms", "1.1")
+    assert await state(consent, TANAKA, now) == {"terms": "GRANTED"}
+    await publish(consent, "terms", "2.0")
+    assert await state(consent, TANAKA, now) == {"terms": "OUTDATED"}
+    await grant(consent, TANAKA, "terms", "2.0")
+    later = (datetime.now(UTC) + timedelta(seconds=1)).replace(tzinfo=None).isoformat()
+    assert await state(consent, TANAKA, later) == {"terms": "GRANTED"}
+
+
+async def test_error_rows_change_nothing(consent: Consent) -> None:
+    await publish(consent, "privacy", "1.0")
+    await consent.fails(
+        "PublishStatement",
+        pb.PublishStatementRequest(statement_id="privacy", version="1.0", title="t", text="other"),
+        S.ALREADY_EXISTS,
+        "STATEMENT_VERSION_EXISTS",
+    )
+    statement = (
+        await consent.call("GetStatement", pb.GetStatementRequest(statement_id="privacy"))
+    ).statement
+    assert statement.text == "The text of privacy 1.0."
+    for version, reason in (("1.0.1", "INVALID_VERSION"), ("v2", "INVALID_VERSION")):
+        await consent.fails(
+            "PublishStatement",
+            pb.PublishStatementRequest(
+                statement_id="privacy", version=version, title="t", text="x"
+            ),
+            S.INVALID_ARGUMENT,
+            reason,
+        )
+    base: dict[str, Any] = {
+        "subject_id": TANAKA,
+        "statement_id": "privacy",
+        "version": "1.0",
+        "decision": pb.DECISION_GRANTED,
+    }
+    await consent.fails(
+        "RecordConsent",
+        pb.RecordConsentRequest(**{**base, "version": "9.0"}),
+        S.NOT_FOUND,
+        "STATEMENT_NOT_FOUND",
+    )
+    await consent.fails(
+        "RecordConsent",
+        pb.RecordConsentRequest(**{**base, "statement_id": "nope"}),
+        S.NOT_FOUND,
+        "STATEMENT_NOT_FOUND",
+    )
+    future = pb.RecordConsentRequest(**base)
+    future.effective_at.FromDatetime(datetime.now(UTC) + timedelta(days=1))
+    await consent.fails("RecordConsent", future, S.INVALID_ARGUMENT, "EFFECTIVE_AT_IN_FUTURE")
+    await consent.fails(
+        "RecordConsent",
+        pb.RecordConsentRequest(**{**base, "decision": 0}),
+        S.INVALID_ARGUMENT,
+        "INVALID_DECISION",
+    )
+    await consent.fails(
+        "RecordConsent",
+        pb.RecordConsentRequest(**{**base, "subject_id": ""}),
+        S.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
+    await consent.fails(
+        "GetStatement",
+        pb.GetStatementRequest(statement_id="privacy", version="3.0"),
+        S.NOT_FOUND,
+        "STATEMENT_NOT_FOUND",
+    )
+    await consent.fails(
+        "GetRecordProof",
+        pb.GetRecordProofRequest(record_id="nope"),
+        S.NOT_FOUND,
+        "RECORD_NOT_FOUND",
+    )
+    await consent.fails(
+        "ListConsentHistory",
+        pb.ListConsentHistoryRequest(subject_id=TANAKA),
+        S.PERMISSION_DENIED,
+        "PERMISSION_DENIED",
+        token=consent.keys.writer,
+        streaming=True,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as no_key:
+        await consent.stub.GetConsentState(pb.GetConsentStateRequest(subject_id=TANAKA))
+    assert no_key.value.code() == S.UNAUTHENTICATED
+
+
+async def test_idempotency_key_returns_the_first_answer(consent: Consent) -> None:
+    await publish(consent, "privacy", "1.0")
+    first = await grant(consent, TANAKA, "privacy", "1.0", key="form-1")
+    before = consent.position()
+    again = await grant(consent, TANAKA, "privacy", "1.0", key="form-1")
+    assert again == first
+    assert consent.position() == before
+
+
+async def test_merged_and_erased_subjects(consent: Consent) -> None:
+    await publish(consent, "privacy", "1.0")
+    await grant(consent, SATO, "privacy", "1.0", at="2025-01-01T00:00:00")
+    store = consent.service.store
+    await asyncio.to_thread(store.apply_merge, SATO, TANAKA, 10)
+    recorded = await grant(consent, SATO, "privacy", "1.0", decision=pb.DECISION_WITHDRAWN)
+    assert recorded.subject_id == TANAKA  # recorded for the survivor
+    now = (datetime.now(UTC) + timedelta(seconds=1)).replace(tzinfo=None).isoformat()
+    assert (
+        await state(consent, SATO, now)
+        == await state(consent, TANAKA, now)
+        == {"privacy": "WITHDRAWN"}
+    )
+    assert await state(consent, SATO, "2025-02-01T00:00:00") == {"privacy": "GRANTED"}
+
+    history = await consent.stream(
+        "ListConsentHistory", pb.ListConsentHistoryRequest(subject_id=TANAKA)
+    )
+    assert [h.record.subject_id for h in history] == [SATO, TANAKA]
+    assert all(h.record.evidence.ip == "203.0.113.7" for h in history)
+
+    await asyncio.to_thread(store.apply_erasure, TANAKA, 11)
+    await consent.fails(
+        "RecordConsent",
+        pb.RecordConsentRequest(
+            subject_id=TANAKA, statement_id="privacy", version="1.0", decision=pb.DECISION_GRANTED
+        ),
+        S.FAILED_PRECONDITION,
+        "SUBJECT_ERASED",
+    )
+    history = await consent.stream(
+        "ListConsentHistory", pb.ListConsentHistoryRequest(subject_id=SATO)
+    )
+    assert len(history) == 2
+    for item in history:
+        assert item.record.evidence_shredded
+        assert item.record.evidence.ip == item.record.evidence.user_agent == ""
+        assert item.record.evidence.proof_ref == "scan-0042"
+    verified = await consent.call("VerifyLedger", pb.VerifyLedgerRequest(), consent.keys.auditor)
+    assert verified.ok
+    assert verified.records_checked == 2
+
+
+async def test_checkpoints_and_inclusion_proofs(consent: Consent) -> None:
+    await publish(consent, "privacy", "1.0")
+    recorded = [await grant(consent, f"subject-{i}", "privacy", "1.0") for i in range(7)]
+    reply = await consent.call("GetCheckpoint", pb.GetCheckpointRequest(), consent.keys.auditor)
+    key = Ed25519PublicKey.from_public_bytes(reply.public_key)
+    checkpoint = decode_checkpoint(reply.checkpoint.text)
+    assert verify_checkpoint(key, checkpoint)
+    assert checkpoint.size == 7
+    for record in (recorded[0], recorded[4], recorded[6]):
+        proof = await consent.call(
+            "GetRecordProof",
+            pb.GetRecordProofRequest(record_id=record.record_id),
+            consent.keys.auditor,
+        )
+        assert proof.record_hash == record.record_hash
+        assert verify_inclusion(
+            leaf_hash(proof.record_hash),
+            proof.leaf_index,
+            proof.checkpoint.size,
+            list(proof.audit_path),
+            proof.checkpoint.root_hash,
+        )
+    old = await consent.call(
+        "GetRecordProof",
+        pb.GetRecordProofRequest(record_id=recorded[1].record_id, checkpoint_size=3),
+        consent.keys.auditor,
+    )
+    assert old.checkpoint.size == 3
+    assert verify_inclusion(
+        leaf_hash(old.record_hash), 1, 3, list(old.audit_path), old.checkpoint.root_hash
+    )
+    assert not verify_inclusion(
+        leaf_hash(old.record_hash), 2, 3, list(old.audit_path), old.checkpoint.root_hash
+    )
+
+
+async def test_concurrent_records_form_one_chain(consent: Consent) -> None:
+    await publish(consent, "privacy", "1.0")
+    replies = await asyncio.gather(
+        *(grant(consent, f"s-{i % 20}", "privacy", "1.0") for i in range(200))
+    )
+    assert sorted(r.sequence for r in replies) == list(range(1, 201))
+    verified = await consent.call("VerifyLedger", pb.VerifyLedgerRequest(), consent.keys.auditor)
+    assert (verified.ok, verified.records_checked) == (True, 200)
+    rows = await consent.stream(
+        "ExportConsentState",
+        pb.ExportConsentStateRequest(at=ts("2100-01-01T00:00:00")),
+        consent.keys.auditor,
+    )
+    assert sorted(r.subject_id for r in rows) == sorted(f"s-{i}" for i in range(20))
+    assert {r.status for r in rows} == {pb.CONSENT_STATUS_GRANTED}

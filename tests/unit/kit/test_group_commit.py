@@ -29,6 +29,27 @@ async def test_concurrent_submits_share_commits_and_keep_their_results() -> None
     assert batches == [[0], list(range(1, 50))]
 
 
+async def test_one_bad_item_fails_only_its_own_caller() -> None:
+    gate = threading.Event()
+
+    def commit(items: Sequence[int]) -> list[int]:
+        gate.wait(5)
+        if 13 in items:
+            raise ValueError("unlucky")
+        return list(items)
+
+    group: GroupCommit[int, int] = GroupCommit(commit)
+    first = asyncio.create_task(group.submit(0))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.create_task(group.submit(i)) for i in (12, 13, 14)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
+    assert outcomes[:2] == [0, 12]
+    assert isinstance(outcomes[2], ValueError)
+    assert outcomes[3] == 14
+
+
 async def test_a_failed_commit_fails_every_caller_of_that_batch_only() -> None:
     calls = 0
 

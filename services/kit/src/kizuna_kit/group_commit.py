@@ -34,11 +34,25 @@ class GroupCommit(Generic[T, R]):
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             try:
                 results = await asyncio.to_thread(self._commit, [item for item, _ in batch])
-            except Exception as exc:  # the whole transaction failed: every caller hears it
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][1], exc)
+                    continue
+                # One bad item must not fail its neighbours: commit them one by one.
+                for item, future in batch:
+                    try:
+                        _settle(future, (await asyncio.to_thread(self._commit, [item]))[0])
+                    except Exception as single:
+                        _settle(future, single)
                 continue
             for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+                _settle(future, result)
+
+
+def _settle(future: asyncio.Future[R], outcome: R | Exception) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 IDENTITY = "kizuna.identity.v1.IdentityService"
+CONSENT = "kizuna.consent.v1.ConsentService"
 PASSWORD = "correct horse battery"
 
 
@@ -29,13 +30,19 @@ class Stack:
     process: subprocess.Popen[str]
     data_dir: Path
     identity: str
+    consent: str
     metrics: int
     log: Path
 
     def grpcurl(
-        self, method: str, body: dict[str, object], token: str | None = None
+        self,
+        method: str,
+        body: dict[str, object],
+        token: str | None = None,
+        service: str = IDENTITY,
     ) -> dict[str, object]:
         token = token or (self.data_dir / "admin.token").read_text().strip()
+        address = self.consent if service == CONSENT else self.identity
         result = subprocess.run(
             [
                 str(BIN / "grpcurl"),
@@ -44,8 +51,8 @@ class Stack:
                 f"authorization: Bearer {token}",
                 "-d",
                 json.dumps(body),
-                self.identity,
-                f"{IDENTITY}/{method}",
+                address,
+                f"{service}/{method}",
             ],
             capture_output=True,
             text=True,
@@ -65,11 +72,16 @@ class GrpcurlError(Exception):
 def stack(tmp_path: Path) -> Iterator[Stack]:
     data_dir = tmp_path / "kizuna"
     port, metrics, nats = free_port(), free_port(), free_port()
+    consent = free_port()
     env = {
         **os.environ,
         "KIZUNA_DATA_DIR": str(data_dir),
         "KIZUNA_IDENTITY_PORT": str(port),
         "KIZUNA_IDENTITY_METRICS_PORT": str(metrics),
+        "KIZUNA_CONSENT_PORT": str(consent),
+        "KIZUNA_CONSENT_METRICS_PORT": str(free_port()),
+        "KIZUNA_PROFILESYNC_PORT": str(free_port()),
+        "KIZUNA_PROFILESYNC_METRICS_PORT": str(free_port()),
         "KIZUNA_NATS_URL": f"nats://127.0.0.1:{nats}",
         "KIZUNA_IDENTITY_ARGON2_MEMORY_KIB": "1024",
         "KIZUNA_IDENTITY_ARGON2_TIME_COST": "1",
@@ -84,7 +96,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
-    yield Stack(process, data_dir, f"127.0.0.1:{port}", metrics, log)
+    yield Stack(process, data_dir, f"127.0.0.1:{port}", f"127.0.0.1:{consent}", metrics, log)
     if process.poll() is None:
         process.kill()
         process.wait()
@@ -172,3 +184,95 @@ def test_the_tanaka_story_through_grpcurl(stack: Stack) -> None:
     assert str(login["session_token"]) not in log
     assert (stack.data_dir / "admin.token").read_text().strip() not in log
     assert "service.stopped" in log
+
+
+def test_the_auditors_questions_through_grpcurl(stack: Stack) -> None:
+    auditor = (stack.data_dir / "auditor.token").read_text().strip()
+    subject = "5f0c6a8e-0000-4000-8000-0000000000aa"
+
+    def consent(
+        method: str, body: dict[str, object], token: str | None = None
+    ) -> dict[str, object]:
+        return stack.grpcurl(method, body, token, service=CONSENT)
+
+    consent(
+        "PublishStatement",
+        {
+            "statement_id": "marketing-email",
+            "version": "1.0",
+            "title": "Mail",
+            "text": "We may e-mail you offers.",
+        },
+    )
+    consent(
+        "RecordConsent",
+        {
+            "subject_id": subject,
+            "statement_id": "marketing-email",
+            "version": "1.0",
+            "decision": "DECISION_GRANTED",
+            "effective_at": "2025-01-10T00:00:00Z",
+        },
+    )
+    consent(
+        "RecordConsent",
+        {
+            "subject_id": subject,
+            "statement_id": "marketing-email",
+            "version": "1.0",
+            "decision": "DECISION_WITHDRAWN",
+            "effective_at": "2025-03-01T00:00:00Z",
+        },
+    )
+
+    def status(at: str, known: str | None = None, statement: str = "marketing-email") -> str:
+        body: dict[str, object] = {"subject_id": subject, "at": at}
+        if known:
+            body["as_known_at"] = known
+        entries = consent("GetConsentState", body, auditor)["entries"]
+        return str(next(e for e in entries if e["statement_id"] == statement)["status"])  # type: ignore[attr-defined]
+
+    assert status("2025-02-01T00:00:00Z") == "CONSENT_STATUS_GRANTED"
+    assert status("2025-04-01T00:00:00Z") == "CONSENT_STATUS_WITHDRAWN"
+    assert (
+        status("2025-02-01T00:00:00Z", known="2024-12-31T00:00:00Z") == "CONSENT_STATUS_NOT_GIVEN"
+    )
+
+    consent(
+        "PublishStatement",
+        {"statement_id": "terms", "version": "1.0", "title": "Terms", "text": "v1"},
+    )
+    consent(
+        "RecordConsent",
+        {
+            "subject_id": subject,
+            "statement_id": "terms",
+            "version": "1.0",
+            "decision": "DECISION_GRANTED",
+        },
+    )
+    consent(
+        "PublishStatement",
+        {"statement_id": "terms", "version": "1.1", "title": "Terms", "text": "v1.1"},
+    )
+    assert status("2100-01-01T00:00:00Z", statement="terms") == "CONSENT_STATUS_GRANTED"
+    consent(
+        "PublishStatement",
+        {"statement_id": "terms", "version": "2.0", "title": "Terms", "text": "v2"},
+    )
+    assert status("2100-01-01T00:00:00Z", statement="terms") == "CONSENT_STATUS_OUTDATED"
+
+    with pytest.raises(GrpcurlError, match="PermissionDenied"):
+        consent(
+            "RecordConsent",
+            {
+                "subject_id": subject,
+                "statement_id": "terms",
+                "version": "2.0",
+                "decision": "DECISION_GRANTED",
+            },
+            auditor,
+        )
+    verified = consent("VerifyLedger", {}, auditor)
+    assert verified["ok"] is True
+    assert verified["records_checked"] == "3"  # uint64 is a string in proto3 JSON

@@ -98,8 +98,12 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         time.sleep(0.1)
     yield Stack(process, data_dir, f"127.0.0.1:{port}", f"127.0.0.1:{consent}", metrics, log)
     if process.poll() is None:
-        process.kill()
-        process.wait()
+        process.send_signal(signal.SIGINT)  # stops the services too
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def test_the_tanaka_story_through_grpcurl(stack: Stack) -> None:

@@ -137,5 +137,3 @@ async def test_merge_and_erasure_reach_the_ledger(
         await channel.close()
         await identity.server.stop(0)
         await identity.close()
-
-

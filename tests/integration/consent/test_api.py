@@ -319,3 +319,31 @@ async def test_concurrent_records_form_one_chain(consent: Consent) -> None:
     )
     assert sorted(r.subject_id for r in rows) == sorted(f"s-{i}" for i in range(20))
     assert {r.status for r in rows} == {pb.CONSENT_STATUS_GRANTED}
+
+
+async def test_outdated_is_judged_as_of_the_time_asked(consent: Consent) -> None:
+    await publish(consent, "terms", "1.0")
+    await grant(consent, TANAKA, "terms", "1.0")
+    before_v2 = datetime.now(UTC).replace(tzinfo=None).isoformat()
+    await asyncio.sleep(0.01)
+    await publish(consent, "terms", "2.0")
+    later = (datetime.now(UTC) + timedelta(seconds=1)).replace(tzinfo=None).isoformat()
+    assert await state(consent, TANAKA, before_v2) == {"terms": "GRANTED"}
+    assert await state(consent, TANAKA, later) == {"terms": "OUTDATED"}
+
+
+async def test_a_reused_idempotency_key_for_another_consent_is_refused(consent: Consent) -> None:
+    await publish(consent, "privacy", "1.0")
+    await grant(consent, TANAKA, "privacy", "1.0", key="order-77")
+    await consent.fails(
+        "RecordConsent",
+        pb.RecordConsentRequest(
+            subject_id=SATO,
+            statement_id="privacy",
+            version="1.0",
+            decision=pb.DECISION_GRANTED,
+            idempotency_key="order-77",
+        ),
+        S.FAILED_PRECONDITION,
+        "IDEMPOTENCY_KEY_REUSED",
+    )

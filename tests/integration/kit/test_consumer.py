@@ -312,3 +312,22 @@ async def test_starts_before_nats_and_before_the_stream(
     await link.close()
 
     assert ledger.rows() == list(range(1, 21))
+
+
+async def test_transient_errors_are_retried_past_max_attempts(
+    publisher: Publisher, link: NatsLink
+) -> None:
+    await publisher.events(range(1, 4))
+    calls: list[int] = []
+
+    async def apply(event: Envelope, _seq: int) -> None:
+        calls.append(value_of(event))
+        if len(calls) <= 6:  # the database is "away" for six attempts at message 1
+            raise sqlite3.OperationalError("database is locked")
+
+    consumer = Consumer(
+        link=link, stream=STREAM, durable="t", apply=apply, max_attempts=2, backoff_seconds=0.001
+    )
+    async with running(consumer):
+        await eventually(within=15.0, predicate=lambda: consumer.processed >= 3)
+    assert calls == [1] * 7 + [2, 3]  # never dead-lettered, order kept

@@ -34,3 +34,18 @@ def test_old_failures_fall_out_of_the_window_and_success_resets() -> None:
     throttle.succeeded("a@example.jp")
     throttle.failed("a@example.jp")
     assert throttle.retry_after("a@example.jp") == 0
+
+
+def test_memory_stays_bounded_under_spraying() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(
+        max_failures=5, window_seconds=60, lockout_seconds=60, clock=clock, max_tracked=1000
+    )
+    for i in range(5000):
+        throttle.failed(f"spray-{i}@example.jp")
+    assert len(throttle._failures) <= 1000
+    clock.now += 61
+    for i in range(100):
+        throttle.failed(f"late-{i}@example.jp")
+    # Stale entries are dropped, a few at a time, as new failures arrive.
+    assert sorted(throttle._failures) == sorted(f"late-{i}@example.jp" for i in range(100))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 
@@ -44,3 +45,16 @@ async def test_an_abandoned_stream_stops_the_producer() -> None:
             break
     await stream.aclose()
     assert produced < 1000
+
+
+async def test_many_open_streams_do_not_starve_the_worker_pool() -> None:
+    def produce() -> Iterator[int]:
+        yield from range(20_000)
+
+    streams = [stream_in_thread(produce, chunk=100, depth=2) for _ in range(40)]
+    firsts = [await asyncio.wait_for(anext(s), timeout=5) for s in streams]  # none drained
+    assert firsts == [0] * 40
+    # The shared pool still answers while they wait.
+    assert await asyncio.wait_for(asyncio.to_thread(lambda: 42), timeout=5) == 42
+    for s in streams:
+        await s.aclose()

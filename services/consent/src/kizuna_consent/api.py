@@ -16,7 +16,6 @@ from kizuna_consent import application as app_errors
 from kizuna_consent.application import ConsentApplication, ConsentRequest
 from kizuna_consent.domain import instants, records, statements
 from kizuna_consent.domain.checkpoint import Checkpoint, encode_checkpoint
-from kizuna_consent.domain.errors import ConsentError
 from kizuna_consent.domain.instants import canonical_instant
 from kizuna_consent.domain.records import ConsentRecord, Decision
 from kizuna_consent.domain.state import ConsentStatus, Entry
@@ -63,7 +62,9 @@ ERRORS = ErrorMap(
         statements.InvalidStatement: ErrorCode(S.INVALID_ARGUMENT, "INVALID_STATEMENT"),
         instants.NaiveDatetime: ErrorCode(S.INVALID_ARGUMENT, "INVALID_TIME"),
         instants.InvalidInstant: ErrorCode(S.INVALID_ARGUMENT, "INVALID_TIME"),
-        ConsentError: ErrorCode(S.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+        app_errors.InvalidRequest: ErrorCode(S.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+        app_errors.IdempotencyKeyReused: ErrorCode(S.FAILED_PRECONDITION, "IDEMPOTENCY_KEY_REUSED"),
+        records.InvalidRecord: ErrorCode(S.INVALID_ARGUMENT, "INVALID_RECORD"),
     },
 )
 

@@ -17,7 +17,12 @@ from kizuna_consent.domain.errors import ConsentError
 from kizuna_consent.domain.merkle import inclusion_proof, root_of
 from kizuna_consent.domain.records import ConsentRecord, Decision
 from kizuna_consent.domain.state import ConsentStatus, Entry, resolve
-from kizuna_consent.domain.statements import Statement, Version, publish_statement
+from kizuna_consent.domain.statements import (
+    Statement,
+    Version,
+    latest_majors,
+    publish_statement,
+)
 from kizuna_consent.evidence import Evidence, OpenedEvidence, check_evidence, open_sealed, seal
 from kizuna_consent.storage.interface import Appended, LedgerStore, NewConsent
 from kizuna_consent.wire import consent_recorded, statement_published
@@ -104,6 +109,7 @@ class ConsentApplication:
         if request.idempotency_key:
             first = self.store.find_by_idempotency_key(request.idempotency_key)
             if first is not None:
+                check_same_request(first, request, self.store.canonical_subject(request.subject_id))
                 return Appended(first, created=False)
         check_id(request.subject_id, "subject_id")
         too_long = check_evidence(request.evidence)
@@ -142,38 +148,43 @@ class ConsentApplication:
         self._on_recorded()
         return appended
 
-    def record(self, request: ConsentRequest) -> Appended:
-        prepared = self.prepare(request)
-        return prepared if isinstance(prepared, Appended) else self.append([prepared])[0]
-
     # Point in time -------------------------------------------------------------
 
     def state(
         self, subject_id: str, at: datetime | None, as_known_at: datetime | None
     ) -> tuple[str, list[StateEntry]]:
-        """One entry per published statement, for the subject's survivor."""
+        """One entry per published statement, for the subject's survivor.
+
+        OUTDATED is judged against the statements as they stood at `at` (and as known
+        at `as_known_at`): a grant valid in April stays GRANTED for April even after a
+        new MAJOR came out in June.
+        """
         check_id(subject_id, "subject_id")
+        at = at or self._clock()
         subject = self.store.canonical_subject(subject_id)
-        winners = self.store.state(subject, at or self._clock(), as_known_at)
-        latest = self.store.latest_majors()
+        winners = self.store.state(subject, at, as_known_at)
+        latest = self._latest_majors(at, as_known_at)
         entries = []
-        for statement_id in sorted(latest):
+        for statement_id in sorted(set(self.store.latest_majors()) | set(winners)):
             entry = winners.get(statement_id)
             if entry is None:
                 entries.append(StateEntry(statement_id, ConsentStatus.NOT_GIVEN, None))
             else:
-                shown = resolve(entry, latest[statement_id])
+                shown = resolve(entry, latest.get(statement_id))
                 entries.append(StateEntry(statement_id, shown.status, shown))
         return subject, entries
 
     def export_state(
         self, at: datetime | None, as_known_at: datetime | None, statement_id: str | None
     ) -> Iterator[tuple[str, str, Entry]]:
-        latest = self.store.latest_majors()
-        for subject, statement, entry in self.store.export_state(
-            at or self._clock(), as_known_at, statement_id or None
-        ):
+        at = at or self._clock()
+        latest = self._latest_majors(at, as_known_at)
+        for subject, statement, entry in self.store.export_state(at, as_known_at, statement_id):
             yield subject, statement, resolve(entry, latest.get(statement))
+
+    def _latest_majors(self, at: datetime, as_known_at: datetime | None) -> dict[str, int]:
+        cutoff = at if as_known_at is None else min(at, as_known_at)
+        return latest_majors(self.store.list_statements(), as_of=cutoff)
 
     def history(self, subject_id: str) -> Iterator[HistoryItem]:
         check_id(subject_id, "subject_id")
@@ -217,6 +228,18 @@ class ConsentApplication:
         return self._signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def check_same_request(first: ConsentRecord, request: ConsentRequest, subject: str) -> None:
+    """A reused idempotency key must carry the same consent, or it is someone else's."""
+    same = (
+        first.subject_id == subject
+        and first.statement_id == request.statement_id
+        and str(first.version) == request.version
+        and first.decision == request.decision
+    )
+    if not same:
+        raise IdempotencyKeyReused("this idempotency key was used for a different consent")
+
+
 def check_id(value: str, field: str) -> None:
     if not value or len(value) > MAX_ID or not value.isprintable():
         raise InvalidRequest(f"{field} must be 1 to {MAX_ID} printable characters", field=field)
@@ -239,4 +262,8 @@ class EffectiveAtInFuture(ConsentError):
 
 
 class InvalidRequest(ConsentError):
+    pass
+
+
+class IdempotencyKeyReused(ConsentError):
     pass

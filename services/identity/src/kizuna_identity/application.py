@@ -137,7 +137,7 @@ class IdentityApplication(Application[UUID]):
     def update_site_policy(self, site_id: str, required_fields: list[str]) -> tuple[Site, int]:
         site = self.get_site(site_id)
         site.update_policy(required_fields)
-        return site, self._commit(site)
+        return site, self._commit_versioned(site)
 
     def register_customer(
         self, site_id: str, login_id: str, password: str, profile: Profile, channel: str
@@ -180,7 +180,7 @@ class IdentityApplication(Application[UUID]):
         expires_at = self._clock() + self._session_ttl
         session = Session(_digest(token), customer.id, site.site_id, site.site_group, expires_at)
         customer.join_site(site.site_id)
-        position = self._commit(session, customer)
+        position = self._commit_versioned(session, customer)
         return LoginResult(
             customer.id,
             token,
@@ -192,7 +192,7 @@ class IdentityApplication(Application[UUID]):
     def revoke_session(self, token: str) -> int:
         session = self._session(token)
         session.revoke()
-        return self._commit(session)
+        return self._commit_versioned(session)
 
     def update_profile(
         self,
@@ -231,7 +231,11 @@ class IdentityApplication(Application[UUID]):
         try:
             position = self._commit(customer, key)
         except IntegrityError:
-            raise ExternalIdTaken("this external id is linked to another customer") from None
+            # Either someone claimed the id first, or the customer changed meanwhile.
+            holder = self._key(key_id)
+            if holder is not None and not holder.is_free and not holder.is_held_by(customer.id):
+                raise ExternalIdTaken("this external id is linked to another customer") from None
+            raise VersionConflict("a concurrent change came first; read and try again") from None
         return Written(customer.id, customer.version, position)
 
     def unlink_identity(self, customer_id: UUID, provider: str, external_id: str) -> Written:
@@ -257,9 +261,10 @@ class IdentityApplication(Application[UUID]):
         return Written(survivor.id, survivor.version, position)
 
     def erase_customer(self, customer_id: UUID, reason: str) -> Written:
-        customer = self.get_customer(customer_id)
-        others = [self.get_customer(i) for i in customer.merged_ids]
-        erased = [customer] + [c for c in others if c.status != ERASED]
+        """Erases the person: the live customer (a merged id leads to its survivor) and
+        every customer merged into it, however deep the merges went."""
+        customer = self.live_customer(customer_id)
+        erased = [c for c in self._merge_tree(customer) if c.status != ERASED]
         keys: list[UniqueKey] = []
         for person in erased:
             key_ids = [login_key_id(login) for login in person.login_ids]
@@ -272,6 +277,14 @@ class IdentityApplication(Application[UUID]):
             person.erase(reason[:500])
         position = self._commit_versioned(*erased, *keys)
         return Written(customer.id, customer.version, position)
+
+    def _merge_tree(self, root: Customer) -> list[Customer]:
+        found, pending = [root], list(root.merged_ids)
+        while pending:
+            merged = self.get_customer(pending.pop())
+            found.append(merged)
+            pending.extend(merged.merged_ids)
+        return found
 
     def _commit_versioned(self, *aggregates: Aggregate | None) -> int:
         try:

@@ -14,6 +14,7 @@ class LoginThrottle:
     max_failures: int = 5
     window_seconds: float = 15 * 60
     lockout_seconds: float = 15 * 60
+    max_tracked: int = 100_000
     clock: Callable[[], float] = monotonic
     _failures: dict[str, deque[float]] = field(default_factory=dict)
     _locked_until: dict[str, float] = field(default_factory=dict)
@@ -34,6 +35,7 @@ class LoginThrottle:
     def failed(self, login_id: str) -> None:
         with self._lock:
             now = self.clock()
+            self._forget_old(now)
             failures = self._failures.setdefault(login_id, deque())
             failures.append(now)
             while failures and failures[0] < now - self.window_seconds:
@@ -41,6 +43,21 @@ class LoginThrottle:
             if len(failures) >= self.max_failures:
                 self._locked_until[login_id] = now + self.lockout_seconds
                 del self._failures[login_id]
+
+    def _forget_old(self, now: float) -> None:
+        # Sprayed login ids must not grow memory without bound: entries are kept in
+        # insertion order, so the stale ones are at the front.
+        for login_id in list(self._failures)[:16]:
+            failures = self._failures[login_id]
+            if failures and failures[-1] >= now - self.window_seconds:
+                break
+            del self._failures[login_id]
+        while len(self._failures) >= self.max_tracked:
+            del self._failures[next(iter(self._failures))]
+        for login_id in list(self._locked_until)[:16]:
+            if self._locked_until[login_id] > now:
+                break
+            del self._locked_until[login_id]
 
     def succeeded(self, login_id: str) -> None:
         with self._lock:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Awaitable, Callable
 
 import nats.errors
+import psycopg
+import psycopg_pool
 import structlog
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
@@ -41,6 +44,18 @@ RETRY_DELAY_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 5.0
 
 
+# Infrastructure failures: the database or the network is away for a while. Such a
+# message is retried until it applies, never dead-lettered: skipping it (an erasure, a
+# merge) would lose its effect for good, while waiting only delays what follows.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sqlite3.OperationalError,
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+    OSError,
+    TimeoutError,
+)
+
+
 def deadletter_subject(stream: str, durable: str) -> str:
     return f"deadletter.{stream}.{durable}"
 
@@ -57,6 +72,7 @@ class Consumer:
         backoff_seconds: float = 0.2,
         batch: int = 100,
         filter_subject: str | None = None,
+        transient: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
     ) -> None:
         self.stream = stream
         self.durable = durable
@@ -68,6 +84,7 @@ class Consumer:
         self._filter = filter_subject
         self._processed = 0
         self._retry_delay = RETRY_DELAY_SECONDS
+        self._transient = transient
 
     @property
     def processed(self) -> int:
@@ -148,7 +165,8 @@ class Consumer:
         self._processed = seq
 
     async def _apply_with_retries(self, msg: Msg, event: Envelope, seq: int) -> Exception | None:
-        """None once applied; the last error after max_attempts failures."""
+        """None once applied; the last error after max_attempts failures (transient
+        errors are retried until they pass)."""
         attempt = 1
         while True:
             try:
@@ -162,7 +180,7 @@ class Consumer:
                     attempt=attempt,
                     error=type(exc).__name__,
                 )
-                if attempt >= self._max_attempts:
+                if attempt >= self._max_attempts and not isinstance(exc, self._transient):
                     return exc
             else:
                 return None

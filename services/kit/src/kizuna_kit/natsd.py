@@ -61,8 +61,8 @@ def find_nats_server() -> Path:
     return Path(found)
 
 
-def _parent_death_killer() -> Callable[[], None] | None:
-    """Return a preexec_fn making the child die with us (Linux only).
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """Return a preexec_fn making the child get `sig` when we die (Linux only).
 
     atexit does not run when pytest itself is SIGKILLed; PR_SET_PDEATHSIG
     covers that case. The signal fires when the *thread* that forked exits,
@@ -80,7 +80,7 @@ def _parent_death_killer() -> Callable[[], None] | None:
     pr_set_pdeathsig = 1
 
     def _preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
+        prctl(pr_set_pdeathsig, sig)
 
     return _preexec
 
@@ -164,7 +164,7 @@ class NatsServer:
                 # Own session: a Ctrl-C aimed at pytest must not take the server
                 # down under a still-running teardown; we stop it ourselves.
                 start_new_session=True,
-                preexec_fn=_parent_death_killer(),
+                preexec_fn=die_with_parent(),
             )
         with _RUNNING_LOCK:
             _RUNNING.add(self)

@@ -1,15 +1,15 @@
 """Streaming a blocking iterator (a database cursor) to an async caller.
 
-The iterator lives on ONE worker thread from start to end (cursors and connections
-are not to be shared across threads) and hands over rows in chunks, so a long
-export costs one thread hop per chunk, not per row. A slow or gone client stops
-the producer instead of letting it buffer without bound.
+The iterator runs on its own thread from start to end (cursors and connections are
+not to be shared across threads, and a long export must not hold a worker of the
+shared pool) and hands rows over in chunks, so a long export costs one loop wake-up
+per chunk, not per row. At most `depth` chunks wait in between: a slow client slows
+the producer, and a client that goes away stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TypeVar
@@ -22,17 +22,17 @@ _DONE = object()
 async def stream_in_thread(
     produce: Callable[[], Iterator[T]], chunk: int = 1000, depth: int = 4
 ) -> AsyncGenerator[T, None]:
-    handoff: queue.Queue[object] = queue.Queue(maxsize=depth)
+    loop = asyncio.get_running_loop()
+    handoff: asyncio.Queue[object] = asyncio.Queue()
+    room = threading.Semaphore(depth)
     stop = threading.Event()
 
     def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        while not room.acquire(timeout=0.1):
+            if stop.is_set():
+                return False
+        loop.call_soon_threadsafe(handoff.put_nowait, item)
+        return True
 
     def run() -> None:
         try:
@@ -43,16 +43,18 @@ async def stream_in_thread(
                     if not put(batch):
                         return
                     batch = []
-            if batch:
-                put(batch)
+            if batch and not put(batch):
+                return
             put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
             put(exc)
 
-    worker = asyncio.get_running_loop().run_in_executor(None, run)
+    producer = threading.Thread(target=run, name="kizuna-stream", daemon=True)
+    producer.start()
     try:
         while True:
-            item = await asyncio.to_thread(handoff.get)
+            item = await handoff.get()
+            room.release()
             if item is _DONE:
                 break
             if isinstance(item, BaseException):
@@ -61,4 +63,3 @@ async def stream_in_thread(
                 yield row
     finally:
         stop.set()
-        await asyncio.shield(worker)

@@ -110,8 +110,10 @@ class Customer(Aggregate):
 
     @event("Merged")
     def _merged(self, survivor_id: UUID, reason: str) -> None:
+        # The survivor now holds what is kept of this profile; no second copy stays here.
         self.status = MERGED
         self.merged_into = survivor_id
+        self.profile = {}
         self.credentials = {}
         self.linked = []
 

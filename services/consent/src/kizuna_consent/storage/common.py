@@ -2,10 +2,10 @@
 accept, the mapping between rows and domain values, and every algorithm (append, merges,
 erasures, timeline rebuild).
 
-`SqlLedgerStore` implements `LedgerStore` over a DB-API cursor. A backend supplies only
-connections and transactions (`_read`, `_write`, `_stream`), its DDL dialect with the
-append-only triggers, and the two read queries where the dialects differ (state, export).
-SQL here uses `:name` parameters; the PostgreSQL backend translates them.
+`SqlLedgerStore` implements `LedgerStore` over a `Database` (kizuna_kit.sql: connections,
+transactions, streaming). A backend supplies only its database, the append-only
+triggers, and the two read queries where the dialects differ (state, export). SQL here
+uses `:name` parameters; the PostgreSQL database translates them.
 
 Instants are stored as the domain's canonical text (fixed width, UTC, microseconds): they
 sort as text, and they round-trip byte for byte into the record hash. Hashes are blobs.
@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import functools
 import secrets
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from eventsourcing.persistence import Notification
 
@@ -38,34 +36,12 @@ from kizuna_consent.domain.records import (
 from kizuna_consent.domain.state import ConsentStatus, Entry
 from kizuna_consent.domain.statements import Statement, StatementVersionExists, Version
 from kizuna_consent.storage.interface import Appended, NewConsent, OutboxEvent, TreeState
+from kizuna_kit.sql import Cursor, Database, Dialect, Params, Row, insert, select
 
-Row = tuple[Any, ...]
-Params = Mapping[str, Any]
 KEY_SIZE = 32
 
 
-class Cursor(Protocol):
-    """The part of a DB-API cursor used here; sqlite3's and psycopg's both fit."""
-
-    def execute(self, sql: str, params: Params = ..., /) -> object: ...
-
-    def executemany(self, sql: str, params: Iterable[Params], /) -> object: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-
 # Schema ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """Column types: a 64-bit integer, text compared byte-wise, a byte string."""
-
-    integer: str
-    text: str
-    blob: str
 
 
 _TABLES = [
@@ -184,18 +160,6 @@ RECORD_COLUMNS = (
 # What `entry_from_row` reads, in this order.
 ENTRY_COLUMNS = "statement_id, decision, version, effective_at, recorded_at, record_id, sequence"
 STATEMENT_COLUMNS = "statement_id, major, minor, purpose, title, body, text_sha256, published_at"
-
-
-def select(columns: str, table: str, rest: str) -> str:
-    """SQL is only ever assembled from this package's constants and placeholder names,
-    never from values (which always travel as parameters)."""
-    return f"SELECT {columns} FROM {table} {rest}"  # noqa: S608
-
-
-def insert(table: str, columns: str) -> str:
-    """INSERT of one row, each column from the parameter of the same name."""
-    names = ", ".join(":" + c for c in columns.split(", "))
-    return f"INSERT INTO {table} ({columns}) VALUES ({names})"  # noqa: S608
 
 
 INSERT_RECORD = insert("ledger", RECORD_COLUMNS)
@@ -454,7 +418,7 @@ def plan_append(
 # The store --------------------------------------------------------------------------------
 
 
-class SqlLedgerStore(ABC):
+class SqlLedgerStore:
     """`LedgerStore` over SQL; see the module docstring for what a backend adds."""
 
     # Appended to HEAD when taking the writers' lock (PostgreSQL: " FOR UPDATE"; SQLite
@@ -466,20 +430,21 @@ class SqlLedgerStore(ABC):
     # of each pair is used); same `{filters}`.
     _export_sql: ClassVar[str]
 
-    @abstractmethod
-    def _read(self) -> AbstractContextManager[Cursor]:
-        """A cursor for reads; closed at exit."""
+    def __init__(self, db: Database, triggers: Sequence[str]) -> None:
+        """Opens the store on `db`, creating the schema, `triggers` and seed rows if
+        missing (safe on every start); closes `db` if that fails."""
+        self._db = db
+        try:
+            db.setup([*schema(db.dialect), *triggers], SEED)
+        except BaseException:
+            db.close()
+            raise
+        self._read = db.read
+        self._write = db.write
+        self._stream = db.stream
 
-    @abstractmethod
-    def _write(self) -> AbstractContextManager[Cursor]:
-        """A cursor in one write transaction: committed at exit, rolled back on error."""
-
-    @abstractmethod
-    def _stream(self, sql: str, params: Params) -> Iterator[Row]:
-        """Rows of a long query, fetched in chunks, without holding them all in memory."""
-
-    @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        self._db.close()
 
     # Statements -------------------------------------------------------------------------
 

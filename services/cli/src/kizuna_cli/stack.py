@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kizuna_consent.signing import write_new_signing_key
 from kizuna_kit.auth import ALL_SCOPES, AUDITOR_SCOPES, issue_keys
-from kizuna_kit.natsd import NatsServer
+from kizuna_kit.natsd import NatsServer, die_with_parent
 from kizuna_profilesync.secret_box import write_new_key
 
 READY_TIMEOUT_SECONDS = 60.0
@@ -44,6 +44,7 @@ class ServiceSpec:
 SERVICES = [
     ServiceSpec("identity", "kizuna_identity", 50051, 9101),
     ServiceSpec("consent", "kizuna_consent", 50052, 9102),
+    ServiceSpec("profile-sync", "kizuna_profilesync", 50053, 9103),
 ]
 
 
@@ -134,6 +135,7 @@ def up(data_dir: Path, env: Mapping[str, str]) -> int:
                 stderr=subprocess.STDOUT,
                 text=True,
                 start_new_session=True,  # Ctrl-C reaches us; we stop the children in order.
+                preexec_fn=die_with_parent(signal.SIGTERM),  # and if we are killed, they stop
             )
             processes.append((spec.name, process))
             assert process.stdout is not None

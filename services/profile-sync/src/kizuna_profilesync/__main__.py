@@ -1,0 +1,3 @@
+from kizuna_profilesync.main import run
+
+run()

@@ -1,0 +1,174 @@
+"""The profile-sync application: projection, connectors, replays and exports."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kizuna.events.v1.envelope_pb2 import Envelope
+from kizuna_profilesync.connectors import ConnectorsApplication
+from kizuna_profilesync.domain.connector import ConnectorError, ConnectorKind
+from kizuna_profilesync.domain.export_format import ExportFormat, file_name, lines
+from kizuna_profilesync.domain.profile import Profile
+from kizuna_profilesync.projector import projector
+from kizuna_profilesync.storage.interface import (
+    ConnectorCounts,
+    OutgoingDelivery,
+    StoredDelivery,
+    SyncStore,
+    Target,
+)
+from kizuna_profilesync.storage.serialization import profile_from_bytes
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Status:
+    position: int
+    lag: int
+    counts: ConnectorCounts
+    paused: bool
+
+
+@dataclass(frozen=True)
+class Export:
+    path: Path
+    rows: int
+
+
+class ProfileSyncApplication:
+    def __init__(
+        self,
+        store: SyncStore,
+        connectors: ConnectorsApplication,
+        clock: Callable[[], datetime] = utcnow,
+        on_delivery: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.connectors = connectors
+        self._clock = clock
+        self._on_delivery = on_delivery or (lambda: None)
+        # A replay reads the inbox and then replaces deliveries: no event may be applied
+        # in between, or its deliveries would be replaced away.
+        self._projecting = threading.Lock()
+
+    def project(self, stream: str, envelope: Envelope) -> int | None:
+        """Applies one consumed event; None when it was applied before."""
+        with self._projecting:
+            seq = self.store.apply(stream, envelope, self.connectors.targets(), projector)
+        if seq is not None:
+            self._on_delivery()
+        return seq
+
+    def profile(self, customer_id: str) -> Profile | None:
+        return self.store.get_profile(customer_id)
+
+    def status(self, connector_id: str) -> Status:
+        connector = self.connectors.get(connector_id)
+        counts = self.store.counts(connector_id)
+        last = self.store.last_seq()
+        oldest = counts.oldest_pending_seq
+        return Status(
+            position=last,
+            lag=0 if oldest is None else last - oldest + 1,
+            counts=counts,
+            paused=connector.paused,
+        )
+
+    def replay(self, connector_id: str, from_seq: int) -> int:
+        """Re-derives the connector's deliveries from `from_seq` (its current settings,
+        the whole inbox folded again) and queues them, in order."""
+        connector = self.connectors.get(connector_id)
+        target = Target(
+            connector.connector_id,
+            tuple(connector.event_types),
+            tuple(connector.required_statements),
+            tuple(connector.fields),
+        )
+        with self._projecting:
+            count = self._replay(target, from_seq)
+        self._on_delivery()
+        return count
+
+    def _replay(self, target: Target, from_seq: int) -> int:
+        profiles: dict[str, Profile] = {}
+        held: dict[str, bytes | None] = {}
+        queued: list[OutgoingDelivery] = []
+        for seq, _stream, envelope in self.store.inbox(1):
+            changed, deliveries = projector(
+                envelope,
+                seq,
+                lambda customer: profiles.get(customer),
+                [target],
+                lambda _c, customer: held.get(customer) is not None,
+            )
+            for customer_id, profile in changed.items():
+                if profile is None:
+                    profiles.pop(customer_id, None)
+                else:
+                    profiles[customer_id] = profile
+            for delivery in deliveries:
+                held[delivery.customer_id] = delivery.holding
+                if seq >= from_seq:
+                    queued.append(delivery)
+        return self.store.replace_from(target.connector_id, max(from_seq, 1), queued, held)
+
+    def run_export(self, connector_id: str) -> Export:
+        """Writes the connector's customers to a new file: temp file, then rename."""
+        connector = self.connectors.get(connector_id)
+        if connector.kind != ConnectorKind.FILE_EXPORT:
+            raise NotAnExportConnector(connector_id)
+        settings = connector.settings
+        fmt = ExportFormat(settings.export_format)
+        directory = Path(settings.directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / file_name(connector_id, self.store.last_seq(), fmt)
+        rows = 0
+
+        def profiles() -> Iterator[Profile]:
+            nonlocal rows
+            for _customer, data in self.store.holdings(connector_id):
+                rows += 1
+                yield profile_from_bytes(data)
+
+        handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                for line in lines(fmt, tuple(settings.fields), profiles()):
+                    out.write(line)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, target)  # readers never see a half-written file
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return Export(target, rows)
+
+    def dead_letters(self, connector_id: str, limit: int, after_seq: int) -> list[StoredDelivery]:
+        self.connectors.get(connector_id)
+        return self.store.dead_letters(connector_id, limit, after_seq)
+
+    def retry_dead_letters(self, connector_id: str) -> int:
+        self.connectors.get(connector_id)
+        count = self.store.retry_dead(connector_id, self._clock())
+        self._on_delivery()
+        return count
+
+    def delete_connector(self, connector_id: str) -> None:
+        self.connectors.delete(connector_id)
+        self.store.drop_connector(connector_id)
+
+
+class NotAnExportConnector(ConnectorError):
+    """RunExport on a connector that is not FILE_EXPORT."""
+
+    def __init__(self, connector_id: str) -> None:
+        super().__init__("RunExport needs a FILE_EXPORT connector", connector_id=connector_id)

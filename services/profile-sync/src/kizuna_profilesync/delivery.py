@@ -1,0 +1,138 @@
+"""Delivery workers: send each connector's outbox, oldest first per customer.
+
+Deliveries of different customers go out concurrently; a customer's next delivery waits
+until the previous one is delivered or dead-lettered, so per-customer order holds even
+through retries. FILE_EXPORT connectors hold their rows in the store already (the
+projection wrote them), so their deliveries complete at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random as random_module
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import httpx
+import structlog
+from eventsourcing.persistence import IntegrityError
+
+from kizuna_profilesync.connectors import ConnectorsApplication
+from kizuna_profilesync.domain.connector import Connector, ConnectorKind, ConnectorNotFound
+from kizuna_profilesync.domain.retry import Attempt, RetryPolicy, Verdict, next_step
+from kizuna_profilesync.domain.webhooks import headers
+from kizuna_profilesync.storage.interface import StoredDelivery, SyncStore
+
+log = structlog.get_logger("kizuna.delivery")
+
+BATCH = 64
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: SyncStore,
+        connectors: ConnectorsApplication,
+        policy: RetryPolicy,
+        *,
+        timeout: float = 5.0,
+        clock: Callable[[], datetime] = utcnow,
+        random: Callable[[], float] = random_module.random,
+        idle_wait: float = 0.2,
+    ) -> None:
+        self._store = store
+        self._connectors = connectors
+        self._policy = policy
+        self._timeout = timeout
+        self._clock = clock
+        self._random = random
+        self._idle_wait = idle_wait
+        self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def wake(self) -> None:
+        """New deliveries may be due; safe to call from any thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as http:
+            while True:
+                self._wakeup.clear()
+                try:
+                    busy = await self.deliver_once(http)
+                except Exception:  # a database hiccup must not stop deliveries for good
+                    log.exception("delivery.round_failed")
+                    busy = False
+                if not busy:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), self._idle_wait)
+
+    async def deliver_once(self, http: httpx.AsyncClient) -> bool:
+        """One round over every live connector; True when something was attempted."""
+        connectors = await asyncio.to_thread(self._connectors.live)
+        rounds = [
+            self._deliver_connector(http, connector)
+            for connector in connectors.values()
+            if not connector.paused
+        ]
+        return any(await asyncio.gather(*rounds))
+
+    async def _deliver_connector(self, http: httpx.AsyncClient, connector: Connector) -> bool:
+        now = self._clock()
+        due = await asyncio.to_thread(self._store.due, connector.connector_id, now, BATCH)
+        if not due:
+            return False
+        if connector.kind == ConnectorKind.FILE_EXPORT:
+            for delivery in due:
+                await asyncio.to_thread(
+                    self._store.mark_delivered, connector.connector_id, delivery.delivery_id, now
+                )
+            return True
+        secret = self._connectors.secret(connector)
+        await asyncio.gather(*(self._send(http, connector, secret, d) for d in due))
+        return True
+
+    async def _send(
+        self, http: httpx.AsyncClient, connector: Connector, secret: str, delivery: StoredDelivery
+    ) -> None:
+        sent_at = self._clock()
+        signed = headers(secret, delivery.delivery_id, int(sent_at.timestamp()), delivery.body)
+        try:
+            response = await http.post(
+                connector.settings.webhook_url, content=delivery.body, headers=signed
+            )
+            attempt = Attempt(response.status_code, response.headers.get("retry-after"))
+        except httpx.TimeoutException:
+            attempt = Attempt(None, error="timeout")
+        except httpx.HTTPError as exc:
+            attempt = Attempt(None, error=type(exc).__name__)
+        now = self._clock()
+        step = next_step(self._policy, delivery.attempts + 1, attempt, now, self._random)
+        store, connector_id = self._store, connector.connector_id
+        if step.verdict == Verdict.DELIVERED:
+            await asyncio.to_thread(store.mark_delivered, connector_id, delivery.delivery_id, now)
+        elif step.verdict == Verdict.RETRY:
+            await asyncio.to_thread(
+                store.mark_failed, connector_id, delivery.delivery_id, step.reason, step.due(now)
+            )
+        elif step.verdict == Verdict.DEAD_LETTER:
+            await asyncio.to_thread(
+                store.mark_dead, connector_id, delivery.delivery_id, step.reason, now
+            )
+            log.warning(
+                "delivery.dead_lettered", connector=connector_id, delivery=delivery.delivery_id
+            )
+        else:
+            # 410 Gone: the receiver retired the endpoint; keep the delivery, stop the connector.
+            with contextlib.suppress(ConnectorNotFound, IntegrityError):
+                await asyncio.to_thread(
+                    self._connectors.pause, connector_id, f"receiver answered {step.reason}"
+                )
+            log.warning("delivery.connector_paused", connector=connector_id, reason=step.reason)

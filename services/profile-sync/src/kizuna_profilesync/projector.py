@@ -1,0 +1,80 @@
+"""The projector the store runs inside its transaction: domain projection, then gating
+per connector. Pure: everything it reads comes in through its arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC
+
+from kizuna.events.v1.envelope_pb2 import Envelope
+from kizuna_profilesync.domain.gating import EventType, decide
+from kizuna_profilesync.domain.profile import Profile
+from kizuna_profilesync.domain.projection import project, run
+from kizuna_profilesync.domain.webhooks import build_body, webhook_id
+from kizuna_profilesync.storage.interface import (
+    HoldingLookup,
+    OutgoingDelivery,
+    ProfileLoader,
+    Target,
+)
+from kizuna_profilesync.storage.serialization import profile_to_bytes
+
+
+class LoadedProfiles(Mapping[str, Profile]):
+    """The profiles an event touches, loaded on first use (the domain executor reads
+    through `get`)."""
+
+    def __init__(self, load: ProfileLoader) -> None:
+        self._load = load
+        self._seen: dict[str, Profile | None] = {}
+
+    def __getitem__(self, customer_id: str) -> Profile:
+        if customer_id not in self._seen:
+            self._seen[customer_id] = self._load(customer_id)
+        profile = self._seen[customer_id]
+        if profile is None:
+            raise KeyError(customer_id)
+        return profile
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, v in self._seen.items() if v is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for v in self._seen.values() if v is not None)
+
+
+def projector(
+    envelope: Envelope,
+    seq: int,
+    load: ProfileLoader,
+    targets: Sequence[Target],
+    holds: HoldingLookup,
+) -> tuple[dict[str, Profile | None], list[OutgoingDelivery]]:
+    changes = run(LoadedProfiles(load), project(envelope))
+    occurred_at = envelope.occurred_at.ToDatetime(tzinfo=UTC)
+    deliveries = []
+    for customer_id, change in sorted(changes.items()):
+        for target in targets:
+            delivery = decide(
+                target,
+                change.before,
+                change.after,
+                was_sent=holds(target.connector_id, customer_id),
+            )
+            if delivery is None:
+                continue
+            upsert = delivery.type == EventType.UPSERTED
+            deliveries.append(
+                OutgoingDelivery(
+                    connector_id=target.connector_id,
+                    delivery_id=webhook_id(envelope.event_id, customer_id, envelope.aggregate_id),
+                    seq=seq,
+                    customer_id=customer_id,
+                    type=delivery.type.value,
+                    body=build_body(
+                        delivery.type.value, customer_id, occurred_at, seq, delivery.data
+                    ),
+                    holding=profile_to_bytes(change.after) if upsert and change.after else None,
+                )
+            )
+    return {customer_id: change.after for customer_id, change in changes.items()}, deliveries

@@ -1,0 +1,1 @@
+"""Profile-sync storage: SQLite (default) and PostgreSQL behind one interface (`SyncStore`)."""

@@ -1,0 +1,455 @@
+"""What the SQLite and PostgreSQL sync stores share: the schema, the SQL both dialects
+accept, rows <-> values, and every operation of `SyncStore`.
+
+A backend supplies only its `Database` (kizuna_kit.sql: connections, transactions,
+streaming) and how `apply` is serialized. SQL here uses `:name` parameters.
+
+Instants are stored as fixed-width UTC text with microseconds (domain `rfc3339`), so they
+compare as text in both dialects; envelopes, profiles, bodies and holdings are blobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from kizuna.events.v1.envelope_pb2 import Envelope
+from kizuna_kit.sql import Cursor, Database, Dialect, Row, insert, select
+from kizuna_profilesync.domain.profile import Profile, rfc3339
+from kizuna_profilesync.storage.interface import (
+    ConnectorCounts,
+    DeliveryStatus,
+    OutgoingDelivery,
+    Projector,
+    StoredDelivery,
+    Target,
+)
+from kizuna_profilesync.storage.serialization import profile_from_bytes, profile_to_bytes
+
+PENDING = DeliveryStatus.PENDING.value
+DELIVERED = DeliveryStatus.DELIVERED.value
+DEAD = DeliveryStatus.DEAD.value
+# The SQL below spells these as literals: the planner sees the status, and no f-string
+# SQL needs excusing to the injection lint.
+assert (PENDING, DELIVERED, DEAD) == ("pending", "delivered", "dead")
+
+# Schema ------------------------------------------------------------------------------
+
+_TABLES = [
+    # seq is assigned as max + 1 under the apply lock (not a sequence), so it has no gaps:
+    # a duplicate or a rolled-back apply consumes no number.
+    """CREATE TABLE IF NOT EXISTS inbox (
+        seq {int} PRIMARY KEY,
+        stream {text} NOT NULL,
+        position {int} NOT NULL,
+        envelope {blob} NOT NULL,
+        UNIQUE (stream, position)
+    )""",
+    """CREATE TABLE IF NOT EXISTS profiles (
+        customer_id {text} PRIMARY KEY,
+        document {blob} NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS deliveries (
+        connector_id {text} NOT NULL,
+        delivery_id {text} NOT NULL,
+        seq {int} NOT NULL,
+        customer_id {text} NOT NULL,
+        type {text} NOT NULL,
+        body {blob} NOT NULL,
+        status {text} NOT NULL,
+        attempts {int} NOT NULL,
+        next_attempt_at {text} NOT NULL,
+        last_error {text} NOT NULL,
+        updated_at {text} NOT NULL,
+        PRIMARY KEY (connector_id, delivery_id)
+    )""",
+    # "Is there an earlier pending delivery of this customer?": one probe (`due`).
+    """CREATE INDEX IF NOT EXISTS deliveries_by_customer
+        ON deliveries (connector_id, status, customer_id, seq)""",
+    # Pending (or dead) deliveries in seq order, so `due` and `dead_letters` stop after
+    # `limit` rows instead of sorting a whole backlog (a replay queues everything).
+    "CREATE INDEX IF NOT EXISTS deliveries_by_seq ON deliveries (connector_id, status, seq)",
+    """CREATE TABLE IF NOT EXISTS holdings (
+        connector_id {text} NOT NULL,
+        customer_id {text} NOT NULL,
+        data {blob} NOT NULL,
+        PRIMARY KEY (connector_id, customer_id)
+    )""",
+]
+
+
+def schema(dialect: Dialect) -> list[str]:
+    """CREATE ... IF NOT EXISTS statements for every table and index, in this dialect."""
+    return [
+        ddl.format(int=dialect.integer, text=dialect.text, blob=dialect.blob) for ddl in _TABLES
+    ]
+
+
+# SQL both dialects accept ------------------------------------------------------------------
+
+# SQLite needs the WHERE to parse ON CONFLICT after INSERT ... SELECT.
+INSERT_INBOX = """
+    INSERT INTO inbox (seq, stream, position, envelope)
+    SELECT COALESCE(max(seq), 0) + 1, :stream, :position, :envelope FROM inbox WHERE true
+    ON CONFLICT (stream, position) DO NOTHING
+    RETURNING seq"""
+# The distinct streams by an index skip scan (one probe each), then each one's maximum.
+POSITIONS = """
+    WITH RECURSIVE streams(stream) AS (
+        SELECT min(stream) FROM inbox
+        UNION ALL
+        SELECT (SELECT min(stream) FROM inbox WHERE stream > streams.stream)
+        FROM streams WHERE streams.stream IS NOT NULL
+    )
+    SELECT stream, (SELECT max(position) FROM inbox WHERE inbox.stream = streams.stream)
+    FROM streams WHERE stream IS NOT NULL"""
+GET_PROFILE = "SELECT document FROM profiles WHERE customer_id = :id"
+UPSERT_PROFILE = """
+    INSERT INTO profiles (customer_id, document) VALUES (:id, :document)
+    ON CONFLICT (customer_id) DO UPDATE SET document = excluded.document"""
+DELETE_PROFILE = "DELETE FROM profiles WHERE customer_id = :id"
+
+DELIVERY_COLUMNS = (
+    "connector_id, delivery_id, seq, customer_id, type, body, status, attempts, "
+    "next_attempt_at, last_error, updated_at"
+)
+INSERT_DELIVERY = insert("deliveries", DELIVERY_COLUMNS)
+# The oldest pending delivery of each customer, if due, in seq order: walks the pending
+# rows by deliveries_by_seq and drops those with an earlier pending one of the same
+# customer (one deliveries_by_customer probe each), so it stops after `limit` answers.
+DUE = select(
+    DELIVERY_COLUMNS,
+    "deliveries AS d",
+    """WHERE d.connector_id = :connector AND d.status = 'pending'
+          AND d.next_attempt_at <= :now
+          AND NOT EXISTS (
+            SELECT 1 FROM deliveries AS e
+            WHERE e.connector_id = d.connector_id AND e.status = 'pending'
+              AND e.customer_id = d.customer_id AND e.seq < d.seq)
+        ORDER BY d.seq LIMIT :limit""",
+)
+DEAD_LETTERS = select(
+    DELIVERY_COLUMNS,
+    "deliveries",
+    """WHERE connector_id = :connector AND status = 'dead' AND seq > :after
+        ORDER BY seq LIMIT :limit""",
+)
+# Each mark only moves a pending delivery: a dead or replaced one keeps its state.
+MARK_DELIVERED = """
+    UPDATE deliveries SET status = 'delivered', updated_at = :now
+    WHERE connector_id = :connector AND delivery_id = :id AND status = 'pending'"""
+MARK_FAILED = """
+    UPDATE deliveries SET attempts = attempts + 1, last_error = :error,
+        next_attempt_at = :next, updated_at = :now
+    WHERE connector_id = :connector AND delivery_id = :id AND status = 'pending'"""
+MARK_DEAD = """
+    UPDATE deliveries SET status = 'dead', attempts = attempts + 1, last_error = :error,
+        updated_at = :now
+    WHERE connector_id = :connector AND delivery_id = :id AND status = 'pending'"""
+# RETURNING rather than rowcount: PostgreSQL's pipeline mode knows no rowcount yet.
+RETRY_DEAD = """
+    UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = :now,
+        updated_at = :now
+    WHERE connector_id = :connector AND status = 'dead'
+    RETURNING delivery_id"""
+COUNT_BY_STATUS = (
+    "SELECT status, count(*) FROM deliveries WHERE connector_id = :connector GROUP BY status"
+)
+PENDING_SUMMARY = """
+    SELECT min(seq), sum(CASE WHEN attempts > 0 THEN 1 ELSE 0 END) FROM deliveries
+    WHERE connector_id = :connector AND status = 'pending'"""
+# The error of the most recently failed delivery still pending or dead (none once all
+# went through).
+LAST_ERROR = """
+    SELECT last_error FROM deliveries
+    WHERE connector_id = :connector AND status IN ('pending', 'dead') AND last_error <> ''
+    ORDER BY updated_at DESC LIMIT 1"""
+
+HOLDS = "SELECT 1 FROM holdings WHERE connector_id = :connector AND customer_id = :customer"
+UPSERT_HOLDING = """
+    INSERT INTO holdings (connector_id, customer_id, data) VALUES (:connector, :customer, :data)
+    ON CONFLICT (connector_id, customer_id) DO UPDATE SET data = excluded.data"""
+DELETE_HOLDING = "DELETE FROM holdings WHERE connector_id = :connector AND customer_id = :customer"
+HOLDINGS = (
+    "SELECT customer_id, data FROM holdings WHERE connector_id = :connector ORDER BY customer_id"
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# Rows <-> values ----------------------------------------------------------------------------
+
+
+def delivery_params(delivery: OutgoingDelivery, now: str) -> dict[str, Any]:
+    """A new delivery as INSERT_DELIVERY's parameters: pending, never tried, due `now`."""
+    return {
+        "connector_id": delivery.connector_id,
+        "delivery_id": delivery.delivery_id,
+        "seq": delivery.seq,
+        "customer_id": delivery.customer_id,
+        "type": delivery.type,
+        "body": delivery.body,
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "last_error": "",
+        "updated_at": now,
+    }
+
+
+def delivery_from_row(row: Row) -> StoredDelivery:
+    connector_id, delivery_id, seq, customer_id, type_, body = row[:6]
+    status, attempts, next_attempt_at, last_error, updated_at = row[6:]
+    return StoredDelivery(
+        connector_id=connector_id,
+        delivery_id=delivery_id,
+        seq=seq,
+        customer_id=customer_id,
+        type=type_,
+        body=bytes(body),
+        status=DeliveryStatus(status),
+        attempts=attempts,
+        next_attempt_at=datetime.fromisoformat(next_attempt_at),
+        last_error=last_error,
+        updated_at=datetime.fromisoformat(updated_at),
+    )
+
+
+# The store --------------------------------------------------------------------------------
+
+
+class SqlSyncStore:
+    """`SyncStore` over a `Database`; see the module docstring for what a backend adds."""
+
+    # Run first in `apply` and in the writes that must not interleave with one (replays,
+    # dropping a connector), to serialize them, so that inbox seqs commit in seq order.
+    # None where the write transaction already holds the database's only write lock.
+    _serialize_sql: ClassVar[str | None] = None
+
+    def __init__(self, db: Database, clock: Callable[[], datetime] = utc_now) -> None:
+        self._db = db
+        # Stamps what the interface gives no time for (new deliveries, failures).
+        self._clock = clock
+        try:
+            db.setup(schema(db.dialect))
+        except BaseException:
+            db.close()
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    # Projection ------------------------------------------------------------------
+
+    def apply(
+        self, stream: str, envelope: Envelope, targets: Sequence[Target], projector: Projector
+    ) -> int | None:
+        with self._db.write() as cur:
+            self._serialize(cur)
+            cur.execute(
+                INSERT_INBOX,
+                {
+                    "stream": stream,
+                    "position": envelope.position,
+                    "envelope": envelope.SerializeToString(),
+                },
+            )
+            row = cur.fetchone()
+            if row is None:
+                return None  # seen before: exactly-once effect
+            seq = int(row[0])
+            profiles: dict[str, Profile | None] = {}
+            held: dict[tuple[str, str], bool] = {}
+
+            def load(customer_id: str) -> Profile | None:
+                if customer_id not in profiles:
+                    cur.execute(GET_PROFILE, {"id": customer_id})
+                    found = cur.fetchone()
+                    profiles[customer_id] = None if found is None else _profile(found[0])
+                return profiles[customer_id]
+
+            def holds(connector_id: str, customer_id: str) -> bool:
+                key = (connector_id, customer_id)
+                if key not in held:
+                    cur.execute(HOLDS, {"connector": connector_id, "customer": customer_id})
+                    held[key] = cur.fetchone() is not None
+                return held[key]
+
+            changed, deliveries = projector(envelope, seq, load, targets, holds)
+            self._write_projection(cur, changed, deliveries)
+        return seq
+
+    def _write_projection(
+        self,
+        cur: Cursor,
+        changed: dict[str, Profile | None],
+        deliveries: Sequence[OutgoingDelivery],
+    ) -> None:
+        # At most one statement per kind, whatever the event touched.
+        upserts = [
+            {"id": cid, "document": profile_to_bytes(p)}
+            for cid, p in changed.items()
+            if p is not None
+        ]
+        deletes = [{"id": cid} for cid, p in changed.items() if p is None]
+        if upserts:
+            cur.executemany(UPSERT_PROFILE, upserts)
+        if deletes:
+            cur.executemany(DELETE_PROFILE, deletes)
+        if deliveries:
+            now = rfc3339(self._clock())
+            cur.executemany(INSERT_DELIVERY, [delivery_params(d, now) for d in deliveries])
+            # The last delivery per (connector, customer) says what it holds afterwards.
+            holdings = {(d.connector_id, d.customer_id): d.holding for d in deliveries}
+            self._write_holdings(cur, holdings)
+
+    def get_profile(self, customer_id: str) -> Profile | None:
+        with self._db.read() as cur:
+            cur.execute(GET_PROFILE, {"id": customer_id})
+            row = cur.fetchone()
+        return None if row is None else _profile(row[0])
+
+    def positions(self) -> dict[str, int]:
+        with self._db.read() as cur:
+            cur.execute(POSITIONS, {})
+            return {stream: int(position) for stream, position in cur.fetchall()}
+
+    def last_seq(self) -> int:
+        with self._db.read() as cur:
+            cur.execute("SELECT max(seq) FROM inbox", {})
+            value = cur.fetchone()[0]
+        return 0 if value is None else int(value)
+
+    def inbox(self, from_seq: int = 1) -> Iterator[tuple[int, str, Envelope]]:
+        sql = select("seq, stream, envelope", "inbox", "WHERE seq >= :from ORDER BY seq")
+        for seq, stream, data in self._db.stream(sql, {"from": from_seq}):
+            yield seq, stream, Envelope.FromString(bytes(data))
+
+    # Deliveries ----------------------------------------------------------------------
+
+    def due(self, connector_id: str, now: datetime, limit: int) -> list[StoredDelivery]:
+        params = {"connector": connector_id, "now": rfc3339(now), "limit": limit}
+        with self._db.read() as cur:
+            cur.execute(DUE, params)
+            return [delivery_from_row(row) for row in cur.fetchall()]
+
+    def mark_delivered(self, connector_id: str, delivery_id: str, now: datetime) -> None:
+        params = {"connector": connector_id, "id": delivery_id, "now": rfc3339(now)}
+        with self._db.write() as cur:
+            cur.execute(MARK_DELIVERED, params)
+
+    def mark_failed(
+        self, connector_id: str, delivery_id: str, error: str, next_attempt_at: datetime
+    ) -> None:
+        params = {
+            "connector": connector_id,
+            "id": delivery_id,
+            "error": error,
+            "next": rfc3339(next_attempt_at),
+            "now": rfc3339(self._clock()),
+        }
+        with self._db.write() as cur:
+            cur.execute(MARK_FAILED, params)
+
+    def mark_dead(self, connector_id: str, delivery_id: str, error: str, now: datetime) -> None:
+        params = {"connector": connector_id, "id": delivery_id, "error": error, "now": rfc3339(now)}
+        with self._db.write() as cur:
+            cur.execute(MARK_DEAD, params)
+
+    def counts(self, connector_id: str) -> ConnectorCounts:
+        params = {"connector": connector_id}
+        with self._db.read() as cur:
+            cur.execute(COUNT_BY_STATUS, params)
+            by_status = {status: int(n) for status, n in cur.fetchall()}
+            cur.execute(PENDING_SUMMARY, params)
+            oldest, failed = cur.fetchone()
+            cur.execute(LAST_ERROR, params)
+            error = cur.fetchone()
+        return ConnectorCounts(
+            delivered=by_status.get(DELIVERED, 0),
+            pending=by_status.get(PENDING, 0),
+            failed=int(failed or 0),
+            dead=by_status.get(DEAD, 0),
+            oldest_pending_seq=None if oldest is None else int(oldest),
+            last_error="" if error is None else str(error[0]),
+        )
+
+    def dead_letters(
+        self, connector_id: str, limit: int, after_seq: int = 0
+    ) -> list[StoredDelivery]:
+        params = {"connector": connector_id, "after": after_seq, "limit": limit}
+        with self._db.read() as cur:
+            cur.execute(DEAD_LETTERS, params)
+            return [delivery_from_row(row) for row in cur.fetchall()]
+
+    def retry_dead(self, connector_id: str, now: datetime) -> int:
+        with self._db.write() as cur:
+            cur.execute(RETRY_DEAD, {"connector": connector_id, "now": rfc3339(now)})
+            return len(cur.fetchall())
+
+    def replace_from(
+        self,
+        connector_id: str,
+        from_seq: int,
+        deliveries: Sequence[OutgoingDelivery],
+        holdings: dict[str, bytes | None],
+    ) -> int:
+        strangers = {d.connector_id for d in deliveries} - {connector_id}
+        if strangers:
+            raise ValueError(f"deliveries of other connectors: {sorted(strangers)}")
+        params = {"connector": connector_id, "from": from_seq}
+        now = rfc3339(self._clock())
+        with self._db.write() as cur:
+            self._serialize(cur)
+            cur.execute(
+                "DELETE FROM deliveries WHERE connector_id = :connector AND seq >= :from", params
+            )
+            if deliveries:
+                cur.executemany(INSERT_DELIVERY, [delivery_params(d, now) for d in deliveries])
+            cur.execute("DELETE FROM holdings WHERE connector_id = :connector", params)
+            held = {(connector_id, c): data for c, data in holdings.items() if data is not None}
+            self._write_holdings(cur, held)
+        return len(deliveries)
+
+    def holdings(self, connector_id: str) -> Iterator[tuple[str, bytes]]:
+        for customer_id, data in self._db.stream(HOLDINGS, {"connector": connector_id}):
+            yield customer_id, bytes(data)
+
+    def drop_connector(self, connector_id: str) -> None:
+        params = {"connector": connector_id}
+        with self._db.write() as cur:
+            self._serialize(cur)
+            cur.execute("DELETE FROM deliveries WHERE connector_id = :connector", params)
+            cur.execute("DELETE FROM holdings WHERE connector_id = :connector", params)
+
+    # Helpers ---------------------------------------------------------------------------
+
+    def _serialize(self, cur: Cursor) -> None:
+        if self._serialize_sql is not None:
+            cur.execute(self._serialize_sql, {})
+
+    @staticmethod
+    def _write_holdings(cur: Cursor, holdings: Mapping[tuple[str, str], bytes | None]) -> None:
+        upserts = [
+            {"connector": connector, "customer": customer, "data": data}
+            for (connector, customer), data in holdings.items()
+            if data is not None
+        ]
+        deletes = [
+            {"connector": connector, "customer": customer}
+            for (connector, customer), data in holdings.items()
+            if data is None
+        ]
+        if upserts:
+            cur.executemany(UPSERT_HOLDING, upserts)
+        if deletes:
+            cur.executemany(DELETE_HOLDING, deletes)
+
+
+def _profile(document: object) -> Profile:
+    if not isinstance(document, bytes | bytearray | memoryview):
+        raise TypeError("a profile document is not bytes")
+    return profile_from_bytes(bytes(document))

@@ -1,0 +1,164 @@
+"""What the profile-sync application needs from its storage.
+
+One database holds:
+- `inbox`: every consumed IDENTITY and CONSENT envelope, once (unique stream+position),
+  numbered by a local `seq`: the projection's own total order. Connector positions,
+  replays and rebuilds are in `seq`.
+- `profiles`: the unified profile per customer id (domain `Profile`, serialized).
+- `deliveries`: each connector's outbox, written in the projection's transaction.
+- `holdings`: per connector, the customers it currently holds and the data last sent
+  (gating's `was_sent`; for FILE_EXPORT connectors, the rows of the next export).
+- the connector aggregates' event store (eventsourcing, same database).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from kizuna.events.v1.envelope_pb2 import Envelope
+from kizuna_profilesync.domain.profile import Profile
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A live connector as the projection sees it (from the connector aggregate)."""
+
+    connector_id: str
+    event_types: tuple[str, ...]
+    required_statements: tuple[str, ...]
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OutgoingDelivery:
+    connector_id: str
+    delivery_id: str  # the webhook-id: stable across retries and replays
+    seq: int
+    customer_id: str
+    type: str  # "customer.upserted" | "customer.deleted"
+    body: bytes  # the webhook JSON body (domain webhooks.build_body)
+    # What the connector holds afterwards: the sent data (JSON) or None after a deletion.
+    holding: bytes | None
+
+
+@dataclass(frozen=True)
+class StoredDelivery:
+    connector_id: str
+    delivery_id: str
+    seq: int
+    customer_id: str
+    type: str
+    body: bytes
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ConnectorCounts:
+    delivered: int
+    pending: int
+    failed: int  # pending with attempts > 0
+    dead: int
+    oldest_pending_seq: int | None
+    last_error: str
+
+
+class Projector(Protocol):
+    """Pure: an envelope, the profiles it touches (loaded through `load`) and the live
+    targets in; the changed profiles and the deliveries out. The application supplies it
+    (domain projection + gating); the store runs it inside its transaction."""
+
+    def __call__(
+        self,
+        envelope: Envelope,
+        seq: int,
+        load: ProfileLoader,
+        targets: Sequence[Target],
+        holds: HoldingLookup,
+    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery]]: ...
+
+
+class ProfileLoader(Protocol):
+    def __call__(self, customer_id: str) -> Profile | None: ...
+
+
+class HoldingLookup(Protocol):
+    def __call__(self, connector_id: str, customer_id: str) -> bool: ...
+
+
+class SyncStore(Protocol):
+    # Projection ------------------------------------------------------------------
+    def apply(
+        self, stream: str, envelope: Envelope, targets: Sequence[Target], projector: Projector
+    ) -> int | None:
+        """In ONE transaction: insert the envelope into the inbox (None and no effect when
+        (stream, envelope.position) is already there: exactly-once effect), run the
+        projector, write the changed profiles (a None profile is deleted), insert the
+        deliveries as PENDING (due now), update holdings. Returns the inbox seq."""
+
+    def get_profile(self, customer_id: str) -> Profile | None: ...
+
+    def positions(self) -> dict[str, int]:
+        """stream -> highest position in the inbox (read-your-writes waits on this)."""
+
+    def last_seq(self) -> int: ...
+
+    def inbox(self, from_seq: int = 1) -> Iterator[tuple[int, str, Envelope]]:
+        """(seq, stream, envelope) in seq order, streamed (replays and rebuilds)."""
+
+    # Deliveries ----------------------------------------------------------------------
+    def due(self, connector_id: str, now: datetime, limit: int) -> list[StoredDelivery]:
+        """Pending deliveries that are due AND are the oldest pending one of their
+        customer for this connector (per-customer order: a failing delivery for X holds
+        back X's later ones, never Y's), in seq order."""
+
+    def mark_delivered(self, connector_id: str, delivery_id: str, now: datetime) -> None: ...
+
+    def mark_failed(
+        self, connector_id: str, delivery_id: str, error: str, next_attempt_at: datetime
+    ) -> None:
+        """attempts += 1, last_error, stays PENDING until next_attempt_at."""
+
+    def mark_dead(self, connector_id: str, delivery_id: str, error: str, now: datetime) -> None: ...
+
+    def counts(self, connector_id: str) -> ConnectorCounts: ...
+
+    def dead_letters(
+        self, connector_id: str, limit: int, after_seq: int = 0
+    ) -> list[StoredDelivery]: ...
+
+    def retry_dead(self, connector_id: str, now: datetime) -> int:
+        """DEAD -> PENDING, attempts reset, due now; returns how many."""
+
+    def replace_from(
+        self,
+        connector_id: str,
+        from_seq: int,
+        deliveries: Sequence[OutgoingDelivery],
+        holdings: dict[str, bytes | None],
+    ) -> int:
+        """Replay: in one transaction, delete this connector's deliveries with seq >=
+        from_seq, insert `deliveries` as PENDING, and set its holdings to exactly
+        `holdings` (customer -> data; None or absent = not held). Returns how many were
+        queued."""
+
+    def holdings(self, connector_id: str) -> Iterator[tuple[str, bytes]]:
+        """(customer_id, data) the connector holds, ordered by customer_id (exports)."""
+
+    def drop_connector(self, connector_id: str) -> None:
+        """Deletes its deliveries and holdings (the connector was deleted)."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,23 @@
+"""The two streams profile-sync consumes, both applied through the one projection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from kizuna.events.v1.envelope_pb2 import Envelope
+from kizuna_profilesync.application import ProfileSyncApplication
+
+DURABLE = "profilesync"
+STREAMS = {"IDENTITY": "identity.customer.>", "CONSENT": "consent.subject.>"}
+
+
+def stream_handler(
+    app: ProfileSyncApplication, stream: str, lock: asyncio.Lock
+) -> Callable[[Envelope, int], Awaitable[None]]:
+    async def apply(envelope: Envelope, _stream_sequence: int) -> None:
+        # One projection transaction at a time keeps the inbox order equal to commit order.
+        async with lock:
+            await asyncio.to_thread(app.project, stream, envelope)
+
+    return apply

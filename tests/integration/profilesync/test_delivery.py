@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,3 +140,39 @@ async def test_secrets_never_leave(sync: ProfileSync) -> None:
             sync.keys.auditor,
         )
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_connector_status_command(sync: ProfileSync) -> None:
+    receiver = Receiver()
+    async with running_receiver(receiver):
+        await webhook(sync, receiver.port)
+        await registered(sync, 1, "taro")
+        await eventually(lambda: len(receiver.state) == 1, within=30)
+        env = {
+            **os.environ,
+            "KIZUNA_PROFILESYNC_ADDR": f"127.0.0.1:{sync.service.server.port}",
+            "KIZUNA_TOKEN": sync.keys.admin,
+        }
+        kizuna = str(Path(sys.executable).parent / "kizuna")
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [kizuna, "connector", "status", "crm"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "connector crm: running" in shown.stdout
+        assert "delivered      1" in shown.stdout
+        missing = await asyncio.to_thread(
+            subprocess.run,
+            [kizuna, "connector", "status", "nope"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert missing.returncode == 1
+        assert "NOT_FOUND [CONNECTOR_NOT_FOUND]" in missing.stderr
+        assert missing.stderr.count("\n") == 1  # one clear line

@@ -18,6 +18,7 @@ from kizuna_consent.wire import STREAM, SUBJECTS
 from kizuna_kit.auth import ApiKeys
 from kizuna_kit.config import ConfigError, ServiceConfig
 from kizuna_kit.consumer import Consumer
+from kizuna_kit.lease import leased
 from kizuna_kit.nats_link import NatsLink
 from kizuna_kit.relay import Relay
 from kizuna_kit.server import GrpcServer, ServiceBinding
@@ -38,7 +39,10 @@ class ConsentService:
     link: NatsLink
 
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        return [self.relay.run, self.consumer.run]
+        return [
+            leased(self.link, "relay-consent", self.relay.run),
+            leased(self.link, "consumer-consent-identity", self.consumer.run),
+        ]
 
     async def close(self) -> None:
         await self.link.close()

@@ -14,6 +14,7 @@ from kizuna_identity.wire import STREAM, SUBJECTS, translator
 from kizuna_kit.auth import ApiKeys
 from kizuna_kit.config import ConfigError, ServiceConfig, env_int
 from kizuna_kit.eventstore import eventsourcing_env
+from kizuna_kit.lease import leased
 from kizuna_kit.nats_link import NatsLink
 from kizuna_kit.relay import Relay
 from kizuna_kit.server import GrpcServer, ServiceBinding
@@ -44,7 +45,7 @@ class IdentityService:
     link: NatsLink
 
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        return [self.relay.run]
+        return [leased(self.link, "relay-identity", self.relay.run)]
 
     async def close(self) -> None:
         await self.link.close()

@@ -13,6 +13,7 @@ from kizuna_kit.auth import ApiKeys
 from kizuna_kit.config import ConfigError, ServiceConfig, env_float, env_int
 from kizuna_kit.consumer import Consumer
 from kizuna_kit.eventstore import eventsourcing_env
+from kizuna_kit.lease import leased
 from kizuna_kit.logging import get_logger
 from kizuna_kit.nats_link import NatsLink
 from kizuna_kit.server import GrpcServer, ServiceBinding
@@ -43,7 +44,12 @@ class ProfileSyncService:
     export_interval: float
 
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-        jobs = [self.deliverer.run, *(c.run for c in self.consumers)]
+        # One projector across replicas (events apply in stream order); deliveries too,
+        # so a customer's deliveries never race each other from two replicas.
+        jobs = [
+            leased(self.link, "profilesync-deliveries", self.deliverer.run),
+            *(leased(self.link, f"consumer-profilesync-{c.stream}", c.run) for c in self.consumers),
+        ]
         if self.export_interval > 0:
             jobs.append(self.scheduled_exports)
         return jobs

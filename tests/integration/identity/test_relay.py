@@ -145,3 +145,17 @@ async def test_nats_crash_loses_and_duplicates_nothing(
     await writers
     await all_published(service, nats_server.url)
     relay_task.cancel()
+
+
+async def test_two_relays_at_once_publish_each_event_once_in_order(
+    running: tuple[IdentityService, IdentityServiceStub], keys: Keys, nats_server: NatsServer
+) -> None:
+    """No lease: two relays race on one log; the stream's expectations keep it exact."""
+    service, stub = running
+    progress = [0]
+    relays = [asyncio.create_task(new_relay(service).run()) for _ in range(2)]
+    await register_many(stub, keys, progress)
+    await all_published(service, nats_server.url)
+    for relay in relays:
+        relay.cancel()
+    await asyncio.gather(*relays, return_exceptions=True)

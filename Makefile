@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PACKAGES := protos/python services/kit services/identity services/consent services/profile-sync services/cli
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: up test unit integration lint protos protos-check bench clean postgres
+.PHONY: up demo test unit integration lint protos bench clean postgres
 
 $(STAMP): $(PYPROJECTS) requirements/dev.txt requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ postgres:
 
 up: $(STAMP)
 	$(BIN)/kizuna up
+
+demo: $(STAMP)
+	$(BIN)/kizuna demo
 
 test: $(STAMP) postgres lint
 	$(BIN)/python -m pytest -q

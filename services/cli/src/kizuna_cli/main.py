@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from kizuna_cli import connector_commands, consent_commands
+from kizuna_cli import connector_commands, consent_commands, demo
 from kizuna_cli.client import CliError, describe, target
 from kizuna_cli.stack import default_data_dir, up
 
@@ -26,6 +26,8 @@ def parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("up", help="run nats-server and every service here (Ctrl-C stops)")
     run.add_argument("--data-dir", type=Path, default=None, help="default: .kizuna/")
+
+    commands.add_parser("demo", help="the Tanaka-san story against a running stack")
 
     consent = commands.add_parser("consent", help="consent state and exports").add_subparsers(
         dest="action", required=True
@@ -74,6 +76,13 @@ def dispatch(args: argparse.Namespace) -> int:
             raise CliError("--file needs --checkpoint")
         return consent_commands.verify_offline(
             args.file, args.checkpoint, args.public_key, sys.stdout
+        )
+    if args.command == "demo":
+        return demo.demo(
+            target("identity", 50051, args.token_file),
+            target("consent", 50052, args.token_file),
+            target("profile-sync", 50053, args.token_file),
+            sys.stdout,
         )
     if args.command == "connector":
         sync = target("profile-sync", 50053, args.token_file)

@@ -176,3 +176,28 @@ async def test_connector_status_command(sync: ProfileSync) -> None:
         assert missing.returncode == 1
         assert "NOT_FOUND [CONNECTOR_NOT_FOUND]" in missing.stderr
         assert missing.stderr.count("\n") == 1  # one clear line
+
+
+async def test_rebuild_from_position_zero_equals_the_live_projection(sync: ProfileSync) -> None:
+    store = sync.service.store
+    for position in range(1, 41):
+        await registered(sync, position, f"name{position}")
+    # A consent record for one of them, and a merge, so the fold has real work to do.
+    now = datetime.now(UTC)
+    first, second = (f"00000000-0000-4000-8000-{n:012d}" for n in (1, 2))
+    merged = ev.CustomerMerged(customer_id=second, survivor_id=first)
+    event = envelope(
+        "identity",
+        "IDENTITY",
+        41,
+        OutgoingEvent(f"identity.customer.{second}", second, 2, now, now, merged),
+    )
+    await asyncio.to_thread(sync.service.app.project, "IDENTITY", event)
+    ids = [f"00000000-0000-4000-8000-{n:012d}" for n in range(1, 41)]
+    live = {i: store.get_profile(i) for i in ids}
+    merged_profile = live[second]
+    assert merged_profile is not None
+    assert merged_profile.merged_into == first
+    folded = await asyncio.to_thread(sync.service.app.rebuild)
+    assert folded == 41
+    assert {i: store.get_profile(i) for i in ids} == live

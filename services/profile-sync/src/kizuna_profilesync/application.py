@@ -121,6 +121,25 @@ class ProfileSyncApplication:
                     queued.append(delivery)
         return self.store.replace_from(target.connector_id, max(from_seq, 1), queued, held)
 
+    def rebuild(self) -> int:
+        """Refolds every profile from the inbox (position 0 on both streams) and replaces
+        the stored ones; returns the number of events folded."""
+        with self._projecting:
+            profiles: dict[str, Profile] = {}
+            events = 0
+            for seq, _stream, envelope in self.store.inbox(1):
+                changed, _ = projector(
+                    envelope, seq, lambda customer: profiles.get(customer), [], _holds_nothing
+                )
+                for customer_id, profile in changed.items():
+                    if profile is None:
+                        profiles.pop(customer_id, None)
+                    else:
+                        profiles[customer_id] = profile
+                events += 1
+            self.store.replace_profiles(sorted(profiles.items()))
+        return events
+
     def run_export(self, connector_id: str) -> Export:
         """Writes the connector's customers to a new file: temp file, then rename."""
         connector = self.connectors.get(connector_id)
@@ -165,6 +184,10 @@ class ProfileSyncApplication:
     def delete_connector(self, connector_id: str) -> None:
         self.connectors.delete(connector_id)
         self.store.drop_connector(connector_id)
+
+
+def _holds_nothing(connector_id: str, customer_id: str) -> bool:
+    return False
 
 
 class NotAnExportConnector(ConnectorError):

@@ -10,7 +10,7 @@ compare as text in both dialects; envelopes, profiles, bodies and holdings are b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -221,6 +221,9 @@ def delivery_from_row(row: Row) -> StoredDelivery:
 # The store --------------------------------------------------------------------------------
 
 
+REBUILD_CHUNK = 5000
+
+
 class SqlSyncStore:
     """`SyncStore` over a `Database`; see the module docstring for what a backend adds."""
 
@@ -305,6 +308,23 @@ class SqlSyncStore:
             # The last delivery per (connector, customer) says what it holds afterwards.
             holdings = {(d.connector_id, d.customer_id): d.holding for d in deliveries}
             self._write_holdings(cur, holdings)
+
+    def replace_profiles(self, profiles: Iterable[tuple[str, Profile]]) -> int:
+        rows = 0
+        with self._db.write() as cur:
+            self._serialize(cur)
+            cur.execute("DELETE FROM profiles", {})
+            chunk: list[dict[str, Any]] = []
+            for customer_id, profile in profiles:
+                chunk.append({"id": customer_id, "document": profile_to_bytes(profile)})
+                if len(chunk) >= REBUILD_CHUNK:
+                    cur.executemany(UPSERT_PROFILE, chunk)
+                    rows += len(chunk)
+                    chunk = []
+            if chunk:
+                cur.executemany(UPSERT_PROFILE, chunk)
+                rows += len(chunk)
+        return rows
 
     def get_profile(self, customer_id: str) -> Profile | None:
         with self._db.read() as cur:

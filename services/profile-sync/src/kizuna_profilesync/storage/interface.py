@@ -13,7 +13,7 @@ One database holds:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -110,6 +110,9 @@ class SyncStore(Protocol):
         deliveries as PENDING (due now), update holdings. Returns the inbox seq."""
 
     def get_profile(self, customer_id: str) -> Profile | None: ...
+
+    def replace_profiles(self, profiles: Iterable[tuple[str, Profile]]) -> int:
+        """Rebuild: in one transaction, every profile replaced by these (batched writes)."""
 
     def positions(self) -> dict[str, int]:
         """stream -> highest position in the inbox (read-your-writes waits on this)."""

@@ -14,8 +14,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kizuna.consent.v1 import consent_pb2 as pb
+from kizuna_consent.application import ConsentRequest
 from kizuna_consent.domain.checkpoint import decode_checkpoint, verify_checkpoint
 from kizuna_consent.domain.merkle import leaf_hash, verify_inclusion
+from kizuna_consent.domain.records import Decision
+from kizuna_consent.evidence import Evidence
+from kizuna_consent.storage.interface import NewConsent, SubjectErased
 from tests.conftest import Keys
 from tests.integration.consent.service import Consent, running_consent
 
@@ -347,3 +351,25 @@ async def test_a_reused_idempotency_key_for_another_consent_is_refused(consent: 
         S.FAILED_PRECONDITION,
         "IDEMPOTENCY_KEY_REUSED",
     )
+
+
+async def test_an_erasure_between_check_and_append_still_refuses(consent: Consent) -> None:
+    await publish(consent, "privacy", "1.0")
+    app = consent.service.app
+    request = ConsentRequest(
+        subject_id=TANAKA,
+        statement_id="privacy",
+        version="1.0",
+        decision=Decision.GRANTED,
+        effective_at=None,
+        channel="",
+        site_id="",
+        evidence=Evidence(),
+        idempotency_key=None,
+    )
+    prepared = await asyncio.to_thread(app.prepare, request)
+    assert isinstance(prepared, NewConsent)
+    await asyncio.to_thread(consent.service.store.apply_erasure, TANAKA, 1)
+    with pytest.raises(SubjectErased):
+        await asyncio.to_thread(app.append, [prepared])
+    assert consent.service.store.tree().size == 0

@@ -21,7 +21,7 @@ from kizuna_consent.domain.records import ConsentRecord, Decision
 from kizuna_consent.domain.state import ConsentStatus, Entry
 from kizuna_consent.domain.statements import Statement
 from kizuna_consent.evidence import Evidence
-from kizuna_consent.storage.interface import Appended, NewConsent
+from kizuna_consent.storage.interface import Appended, NewConsent, SubjectErased
 from kizuna_kit.errors import ErrorCode, ErrorMap, invalid_argument
 from kizuna_kit.group_commit import GroupCommit
 from kizuna_kit.rpc import RpcPolicy
@@ -53,7 +53,7 @@ ERRORS = ErrorMap(
     codes={
         app_errors.StatementNotFound: ErrorCode(S.NOT_FOUND, "STATEMENT_NOT_FOUND"),
         app_errors.RecordNotFound: ErrorCode(S.NOT_FOUND, "RECORD_NOT_FOUND"),
-        app_errors.SubjectErased: ErrorCode(S.FAILED_PRECONDITION, "SUBJECT_ERASED"),
+        SubjectErased: ErrorCode(S.FAILED_PRECONDITION, "SUBJECT_ERASED"),
         app_errors.EffectiveAtInFuture: ErrorCode(S.INVALID_ARGUMENT, "EFFECTIVE_AT_IN_FUTURE"),
         records.EffectiveInFuture: ErrorCode(S.INVALID_ARGUMENT, "EFFECTIVE_AT_IN_FUTURE"),
         statements.StatementVersionExists: ErrorCode(S.ALREADY_EXISTS, "STATEMENT_VERSION_EXISTS"),

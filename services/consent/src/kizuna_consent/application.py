@@ -24,7 +24,7 @@ from kizuna_consent.domain.statements import (
     publish_statement,
 )
 from kizuna_consent.evidence import Evidence, OpenedEvidence, check_evidence, open_sealed, seal
-from kizuna_consent.storage.interface import Appended, LedgerStore, NewConsent
+from kizuna_consent.storage.interface import Appended, LedgerStore, NewConsent, SubjectErased
 from kizuna_consent.wire import consent_recorded, statement_published
 
 MAX_ID = 128
@@ -250,10 +250,6 @@ class StatementNotFound(ConsentError):
 
 
 class RecordNotFound(ConsentError):
-    pass
-
-
-class SubjectErased(ConsentError):
     pass
 
 

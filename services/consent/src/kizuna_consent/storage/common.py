@@ -35,7 +35,13 @@ from kizuna_consent.domain.records import (
 )
 from kizuna_consent.domain.state import ConsentStatus, Entry
 from kizuna_consent.domain.statements import Statement, StatementVersionExists, Version
-from kizuna_consent.storage.interface import Appended, NewConsent, OutboxEvent, TreeState
+from kizuna_consent.storage.interface import (
+    Appended,
+    NewConsent,
+    OutboxEvent,
+    SubjectErased,
+    TreeState,
+)
 from kizuna_kit.sql import Cursor, Database, Dialect, Params, Row, insert, select
 
 KEY_SIZE = 32
@@ -504,6 +510,8 @@ class SqlLedgerStore:
         keys = sorted({item.idempotency_key for item in batch if item.idempotency_key})
         with self._write() as cur:
             head = self._lock_head(cur)
+            # Checked again under the lock: an erasure may have landed since `prepare`.
+            self._refuse_erased(cur, sorted({item.subject_id for item in batch}))
             stored = self._records_by_keys(cur, keys)
             # Read under the lock, and never behind the last record: recorded_at must not
             # decrease along the ledger even if the clock steps back.
@@ -544,6 +552,17 @@ class SqlLedgerStore:
                 "outbox_position": head.outbox_position + len(plan.created),
             },
         )
+
+    @staticmethod
+    def _refuse_erased(cur: Cursor, subjects: Sequence[str]) -> None:
+        names = {f"s{i}": subject for i, subject in enumerate(subjects)}
+        placeholders = ", ".join(":" + name for name in names)
+        cur.execute(
+            f"SELECT subject_id FROM erased_subjects WHERE subject_id IN ({placeholders})",  # noqa: S608
+            names,
+        )
+        if cur.fetchone() is not None:
+            raise SubjectErased("the subject was erased; no consent can be recorded")
 
     def find_by_idempotency_key(self, key: str) -> ConsentRecord | None:
         return self._one_record("idempotency_key = :key", {"key": key})

@@ -22,9 +22,14 @@ from typing import Protocol
 
 from eventsourcing.persistence import Notification
 
+from kizuna_consent.domain.errors import ConsentError
 from kizuna_consent.domain.records import ConsentRecord, Decision
 from kizuna_consent.domain.state import Entry
 from kizuna_consent.domain.statements import Statement, Version
+
+
+class SubjectErased(ConsentError):
+    """No consent may be recorded for an erased subject."""
 
 
 @dataclass(frozen=True)

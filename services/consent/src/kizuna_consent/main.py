@@ -84,7 +84,7 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> ConsentService:
     binding = ServiceBinding(
         SERVICE_NAME, ConsentServicer(app), pb_grpc.add_ConsentServiceServicer_to_server
     )
-    server = GrpcServer([binding], POLICY, keys, host=config.host, port=config.port)
+    server = GrpcServer([binding], POLICY, keys, host=config.host, port=config.port, tls=config.tls)
     return ConsentService(store, app, server, relay, consumer, link)
 
 

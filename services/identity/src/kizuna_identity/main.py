@@ -75,7 +75,7 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> IdentityService:
     binding = ServiceBinding(
         SERVICE_NAME, IdentityServicer(app), pb_grpc.add_IdentityServiceServicer_to_server
     )
-    server = GrpcServer([binding], POLICY, keys, host=config.host, port=config.port)
+    server = GrpcServer([binding], POLICY, keys, host=config.host, port=config.port, tls=config.tls)
     return IdentityService(app, server, relay, link)
 
 

@@ -65,8 +65,12 @@ def write_key_file(path: Path, keys: Iterable[StoredKey]) -> None:
 
 
 class ApiKeys:
-    def __init__(self, keys: Iterable[StoredKey]) -> None:
+    def __init__(
+        self, keys: Iterable[StoredKey], certificates: Mapping[str, Principal] | None = None
+    ) -> None:
         self._keys: Mapping[str, StoredKey] = {k.key_id: k for k in keys}
+        # Client certificate common name -> principal (mTLS instead of a bearer key).
+        self._certificates: Mapping[str, Principal] = dict(certificates or {})
 
     @classmethod
     def load(cls, path: Path) -> ApiKeys:
@@ -80,12 +84,28 @@ class ApiKeys:
                     scopes=frozenset(str(s) for s in item["scopes"]),
                 )
                 for item in document["keys"]
+                if "client_cert_cn" not in item
             ]
+            certificates = {
+                str(item["client_cert_cn"]): Principal(
+                    str(item["id"]), frozenset(str(s) for s in item["scopes"])
+                )
+                for item in document["keys"]
+                if "client_cert_cn" in item
+            }
         except FileNotFoundError:
             raise KeyFileError(f"API keys file {path} does not exist") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise KeyFileError(f"API keys file {path} is malformed: {type(exc).__name__}") from None
-        return cls(keys)
+        return cls(keys, certificates)
+
+    def by_certificate(self, common_names: Iterable[str]) -> Principal | None:
+        """The principal of a verified client certificate (the TLS layer checked it)."""
+        for name in common_names:
+            principal = self._certificates.get(name)
+            if principal is not None:
+                return principal
+        return None
 
     def authenticate(self, authorization: str | None) -> Principal | None:
         """The principal for an `authorization` header value, or None."""

@@ -61,6 +61,32 @@ def check_nats_url(name: str, url: str) -> str:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """Server certificate and key; with `client_ca`, clients must present certificates
+    signed by it (mTLS), whose common name can stand for a bearer key (kizuna_kit.auth)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TlsFiles | None:
+        cert, key = env.get("KIZUNA_TLS_CERT_FILE"), env.get("KIZUNA_TLS_KEY_FILE")
+        if not cert and not key:
+            return None
+        if not cert or not key:
+            raise ConfigError("KIZUNA_TLS_CERT_FILE and KIZUNA_TLS_KEY_FILE go together")
+        paths = [Path(cert), Path(key)]
+        ca = env.get("KIZUNA_TLS_CLIENT_CA_FILE")
+        if ca:
+            paths.append(Path(ca))
+        for path in paths:
+            if not path.is_file():
+                raise ConfigError(f"TLS file {path} does not exist")
+        return cls(Path(cert), Path(key), Path(ca) if ca else None)
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """What every service needs; services add their own settings beside it."""
 
@@ -77,6 +103,7 @@ class ServiceConfig:
     shutdown_grace_seconds: float
     workers: int
     shutdown_drain_seconds: float = 0.0
+    tls: TlsFiles | None = None
 
     @property
     def sqlite_path(self) -> Path:
@@ -117,4 +144,5 @@ class ServiceConfig:
             shutdown_grace_seconds=env_float(env, "KIZUNA_SHUTDOWN_GRACE_SECONDS", 10.0, low=0.0),
             workers=env_int(env, prefix + "WORKERS", 16, low=1, high=256),
             shutdown_drain_seconds=env_float(env, "KIZUNA_SHUTDOWN_DRAIN_SECONDS", 0.0, low=0.0),
+            tls=TlsFiles.from_env(env),
         )

@@ -45,6 +45,10 @@ def _principal(keys: ApiKeys, policy: RpcPolicy, method: str, context: Any) -> P
     metadata = dict(context.invocation_metadata() or ())
     principal = keys.authenticate(metadata.get("authorization"))
     if principal is None:
+        # A client certificate verified against KIZUNA_TLS_CLIENT_CA_FILE.
+        names = (context.auth_context() or {}).get("x509_common_name", [])
+        principal = keys.by_certificate(n.decode() for n in names)
+    if principal is None:
         raise Rejected(Failure(UNAUTHENTICATED, "a valid bearer API key is required", {}))
     scope = policy.scopes.get(method)
     # Deny by default: a method without a declared scope is not callable.

@@ -16,6 +16,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from kizuna_kit.auth import ApiKeys
+from kizuna_kit.config import TlsFiles
 from kizuna_kit.rpc import RpcInterceptor, RpcPolicy
 
 log = structlog.get_logger("kizuna.server")
@@ -39,6 +40,7 @@ class GrpcServer:
         *,
         host: str = "0.0.0.0",  # noqa: S104 - a server listens on all interfaces
         port: int = 0,
+        tls: TlsFiles | None = None,
     ) -> None:
         self._bindings = bindings
         self._server = grpc.aio.server(
@@ -51,7 +53,12 @@ class GrpcServer:
             binding.register(binding.servicer, self._server)
         names = [b.name for b in bindings] + [reflection.SERVICE_NAME, "grpc.health.v1.Health"]
         reflection.enable_server_reflection(names, self._server)
-        self.port: int = self._server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        self.port: int = (
+            self._server.add_insecure_port(address)
+            if tls is None
+            else self._server.add_secure_port(address, server_credentials(tls))
+        )
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{port}")
 
@@ -70,6 +77,16 @@ class GrpcServer:
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
+
+
+def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    # With a client CA every client must present a certificate it signed (grpc cannot
+    # ask for one optionally); the certificate's name or a bearer key then gives scopes.
+    return grpc.ssl_server_credentials(
+        [(tls.key.read_bytes(), tls.cert.read_bytes())],
+        root_certificates=tls.client_ca.read_bytes() if tls.client_ca else None,
+        require_client_auth=tls.client_ca is not None,
+    )
 
 
 def use_thread_pool(workers: int) -> ThreadPoolExecutor:

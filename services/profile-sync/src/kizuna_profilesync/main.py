@@ -118,7 +118,7 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> ProfileSyncService:
     binding = ServiceBinding(
         SERVICE_NAME, ProfileSyncServicer(app), pb_grpc.add_ProfileSyncServiceServicer_to_server
     )
-    server = GrpcServer([binding], POLICY, keys, host=config.host, port=config.port)
+    server = GrpcServer([binding], POLICY, keys, host=config.host, port=config.port, tls=config.tls)
     interval = env_float(env, "KIZUNA_PROFILESYNC_EXPORT_INTERVAL_SECONDS", 3600.0, low=0.0)
     return ProfileSyncService(store, app, server, deliverer, consumers, link, interval)
 

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PACKAGES := protos/python services/kit services/identity services/consent services/profile-sync services/cli
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: up demo test unit integration lint protos bench clean postgres
+.PHONY: up demo test unit integration lint protos bench clean postgres deploy-check
 
 $(STAMP): $(PYPROJECTS) requirements/dev.txt requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy services scripts tests
 	cd protos && ../$(BIN)/buf lint
+
+# Kubernetes manifests and the Dockerfile, checked offline: renders every kustomize
+# tree, validates it with kubernetes-validate --strict, runs the NATS configuration.
+deploy-check: $(STAMP)
+	$(BIN)/python -m pytest -q tests/deploy
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

@@ -62,7 +62,7 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> ConsentService:
     keys = ApiKeys.load(config.api_keys_file)
     signing_key = load_signing_key(signing_key_path(env))
     store = open_store(config.database_url, config.sqlite_path, pool_size=config.workers)
-    link = NatsLink(config.nats_url, name=SERVICE)
+    link = NatsLink(config.nats_url, name=SERVICE, replicas=config.nats_replicas)
     wake: list[Callable[[], None]] = []
     app = ConsentApplication(store, signing_key, on_recorded=lambda: wake[0]() if wake else None)
     relay = Relay(

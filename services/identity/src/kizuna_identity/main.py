@@ -56,7 +56,7 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> IdentityService:
     if config.api_keys_file is None:
         raise ConfigError("KIZUNA_API_KEYS_FILE must name the API keys file")
     keys = ApiKeys.load(config.api_keys_file)
-    link = NatsLink(config.nats_url, name=SERVICE)
+    link = NatsLink(config.nats_url, name=SERVICE, replicas=config.nats_replicas)
     wake: list[Callable[[], None]] = []
     app = IdentityApplication(
         eventsourcing_env(config.database_url, config.sqlite_path, pool_size=config.workers),

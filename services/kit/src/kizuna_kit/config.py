@@ -104,6 +104,7 @@ class ServiceConfig:
     workers: int
     shutdown_drain_seconds: float = 0.0
     tls: TlsFiles | None = None
+    nats_replicas: int = 1
 
     @property
     def sqlite_path(self) -> Path:
@@ -145,4 +146,5 @@ class ServiceConfig:
             workers=env_int(env, prefix + "WORKERS", 16, low=1, high=256),
             shutdown_drain_seconds=env_float(env, "KIZUNA_SHUTDOWN_DRAIN_SECONDS", 0.0, low=0.0),
             tls=TlsFiles.from_env(env),
+            nats_replicas=env_int(env, "KIZUNA_NATS_REPLICAS", 1, low=1, high=5),
         )

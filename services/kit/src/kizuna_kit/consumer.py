@@ -110,7 +110,7 @@ class Consumer:
                 self._retry_delay = min(self._retry_delay * 2, MAX_BACKOFF_SECONDS)
 
     async def _consume(self, js: JetStreamContext) -> None:
-        await ensure_stream(js, DEADLETTER_STREAM, DEADLETTER_SUBJECTS)
+        await ensure_stream(js, DEADLETTER_STREAM, DEADLETTER_SUBJECTS, self._link.replicas)
         try:
             await js.consumer_info(self.stream, self.durable)
         except NotFoundError:

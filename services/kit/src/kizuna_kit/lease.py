@@ -81,7 +81,9 @@ class Lease:
         try:
             return await js.key_value(BUCKET)
         except BucketNotFoundError:
-            return await js.create_key_value(bucket=BUCKET, ttl=self._ttl, history=1)
+            return await js.create_key_value(
+                bucket=BUCKET, ttl=self._ttl, history=1, replicas=self._link.replicas
+            )
 
 
 def leased(

@@ -19,9 +19,12 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 
 
 class NatsLink:
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str, name: str, replicas: int = 1) -> None:
         self._url = url
         self._name = name
+        # Copies JetStream keeps of the streams and buckets this service creates: 3 on
+        # a cluster of 3, so losing or restarting one server stalls nothing.
+        self.replicas = replicas
         self._client: Client | None = None
         self._lock = asyncio.Lock()
 
@@ -65,18 +68,24 @@ class NatsLink:
         log.info("nats.reconnected")
 
 
-async def ensure_stream(js: JetStreamContext, name: str, subjects: Sequence[str]) -> None:
-    """Creates the stream or updates its configuration; safe to call from every replica."""
+async def ensure_stream(
+    js: JetStreamContext, name: str, subjects: Sequence[str], replicas: int = 1
+) -> None:
+    """Creates the stream or updates its configuration; safe to call from every replica.
+    Never lowers the number of copies an operator raised by hand."""
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        info = None
+    current = 0 if info is None else (info.config.num_replicas or 1)
     config = StreamConfig(
         name=name,
         subjects=list(subjects),
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        num_replicas=max(replicas, current),
     )
-    try:
-        info = await js.stream_info(name)
-    except NotFoundError:
+    if info is None:
         await js.add_stream(config)
-        return
-    if sorted(info.config.subjects or []) != sorted(subjects):
+    elif sorted(info.config.subjects or []) != sorted(subjects) or replicas > current:
         await js.update_stream(config)

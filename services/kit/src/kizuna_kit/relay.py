@@ -91,7 +91,7 @@ class Relay:
         while True:
             try:
                 js = await self._link.jetstream()
-                await ensure_stream(js, self.stream, self._subjects)
+                await ensure_stream(js, self.stream, self._subjects, self._link.replicas)
                 await self._publish_forever(js)
             except asyncio.CancelledError:
                 raise

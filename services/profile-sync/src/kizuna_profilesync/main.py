@@ -51,7 +51,7 @@ class ProfileSyncService:
             *(leased(self.link, f"consumer-profilesync-{c.stream}", c.run) for c in self.consumers),
         ]
         if self.export_interval > 0:
-            jobs.append(self.scheduled_exports)
+            jobs.append(leased(self.link, "profilesync-exports", self.scheduled_exports))
         return jobs
 
     async def scheduled_exports(self) -> None:
@@ -91,7 +91,7 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> ProfileSyncService:
         ),
         SecretBox.from_file(Path(secrets_file)),
     )
-    link = NatsLink(config.nats_url, name=SERVICE)
+    link = NatsLink(config.nats_url, name=SERVICE, replicas=config.nats_replicas)
     policy = RetryPolicy(
         max_attempts=env_int(env, "KIZUNA_PROFILESYNC_MAX_ATTEMPTS", 10, low=1, high=100),
         base_delay=env_float(env, "KIZUNA_PROFILESYNC_RETRY_BASE_SECONDS", 1.0, low=0.001),

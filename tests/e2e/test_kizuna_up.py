@@ -33,6 +33,7 @@ class Stack:
     consent: str
     metrics: int
     log: Path
+    env: dict[str, str]
 
     def grpcurl(
         self,
@@ -96,7 +97,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
-    yield Stack(process, data_dir, f"127.0.0.1:{port}", f"127.0.0.1:{consent}", metrics, log)
+    yield Stack(process, data_dir, f"127.0.0.1:{port}", f"127.0.0.1:{consent}", metrics, log, env)
     if process.poll() is None:
         process.send_signal(signal.SIGINT)  # stops the services too
         try:
@@ -280,3 +281,26 @@ def test_the_auditors_questions_through_grpcurl(stack: Stack) -> None:
     verified = consent("VerifyLedger", {}, auditor)
     assert verified["ok"] is True
     assert verified["records_checked"] == "3"  # uint64 is a string in proto3 JSON
+
+
+def test_a_second_up_reuses_the_data(stack: Stack) -> None:
+    stack.grpcurl("CreateSite", {"site_id": "kept", "display_name": "Kept", "site_group": "g"})
+    token = (stack.data_dir / "admin.token").read_text()
+    stack.process.send_signal(signal.SIGINT)
+    assert stack.process.wait(timeout=30) == 0
+    with stack.log.open("a") as out:
+        stack.process = subprocess.Popen(
+            [str(BIN / "kizuna"), "up"],
+            env=stack.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    deadline = time.monotonic() + 60
+    while stack.log.read_text().count("Kizuna is up.") < 2:
+        assert stack.process.poll() is None, stack.log.read_text()
+        assert time.monotonic() < deadline, stack.log.read_text()
+        time.sleep(0.1)
+    assert (stack.data_dir / "admin.token").read_text() == token  # same keys
+    site = stack.grpcurl("GetSite", {"site_id": "kept"})
+    assert site["site"]["display_name"] == "Kept"  # type: ignore[index]

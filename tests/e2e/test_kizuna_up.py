@@ -97,14 +97,16 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
-    yield Stack(process, data_dir, f"127.0.0.1:{port}", f"127.0.0.1:{consent}", metrics, log, env)
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)  # stops the services too
+    stack = Stack(process, data_dir, f"127.0.0.1:{port}", f"127.0.0.1:{consent}", metrics, log, env)
+    yield stack
+    # The test may have started a new `kizuna up`: stop whichever runs now.
+    if stack.process.poll() is None:
+        stack.process.send_signal(signal.SIGINT)  # stops the services too
         try:
-            process.wait(timeout=30)
+            stack.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            stack.process.kill()
+            stack.process.wait()
 
 
 def test_the_tanaka_story_through_grpcurl(stack: Stack) -> None:

@@ -67,6 +67,7 @@ async def register_many(stub: IdentityServiceStub, keys: Keys, progress: list[in
                     channel="ec",
                 ),
                 metadata=Keys.auth(keys.admin),
+                timeout=30,
             )
             progress[0] += 1
 

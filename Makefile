@@ -38,7 +38,7 @@ integration: $(STAMP) postgres
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy services scripts tests
+	$(BIN)/mypy services scripts tests bench
 	cd protos && ../$(BIN)/buf lint
 
 # Kubernetes manifests and the Dockerfile, checked offline: renders every kustomize

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.client import Client
 
 from kizuna_kit.nats_link import ensure_stream
 from kizuna_kit.ports import free_port
+from kizuna_kit.testing.waiting import eventually
 from tests.deploy.rendering import documents, named, render
 
 pytestmark = pytest.mark.integration
@@ -116,6 +118,11 @@ def cluster(tmp_path: Path) -> Iterator[list[Node]]:
                     node.process.wait(timeout=5)
 
 
+async def jetstream_answers(client: Client) -> bool:
+    await client.jetstream(timeout=2).account_info()
+    return True
+
+
 async def test_the_cluster_forms_and_syncs_every_write(cluster: list[Node]) -> None:
     for node in cluster:
         varz = http_json(node, "/varz")
@@ -126,6 +133,9 @@ async def test_the_cluster_forms_and_syncs_every_write(cluster: list[Node]) -> N
     servers = [f"nats://127.0.0.1:{n.client}" for n in cluster]
     clients = [await nats.connect(servers=servers, connect_timeout=5) for _ in range(2)]
     try:
+        # A freshly formed cluster can take a moment more to answer JetStream requests.
+        for client in clients:
+            await eventually(lambda c=client: jetstream_answers(c), within=30)  # type: ignore[misc]
         # Two service replicas starting at once both create the stream: both succeed.
         await asyncio.gather(
             *(

@@ -13,7 +13,7 @@ from kizuna_identity.passwords import Argon2Params, PasswordHasher
 from kizuna_identity.wire import STREAM, SUBJECTS, translator
 from kizuna_kit.auth import ApiKeys
 from kizuna_kit.config import ConfigError, ServiceConfig, env_int
-from kizuna_kit.eventstore import eventsourcing_env
+from kizuna_kit.eventstore import eventsourcing_env, open_application
 from kizuna_kit.lease import leased
 from kizuna_kit.nats_link import NatsLink
 from kizuna_kit.relay import Relay
@@ -58,10 +58,12 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> IdentityService:
     keys = ApiKeys.load(config.api_keys_file)
     link = NatsLink(config.nats_url, name=SERVICE, replicas=config.nats_replicas)
     wake: list[Callable[[], None]] = []
-    app = IdentityApplication(
-        eventsourcing_env(config.database_url, config.sqlite_path, pool_size=config.workers),
-        hasher=PasswordHasher(argon2_params(env)),
-        on_recorded=lambda: wake[0]() if wake else None,
+    app = open_application(
+        lambda: IdentityApplication(
+            eventsourcing_env(config.database_url, config.sqlite_path, pool_size=config.workers),
+            hasher=PasswordHasher(argon2_params(env)),
+            on_recorded=lambda: wake[0]() if wake else None,
+        )
     )
     relay = Relay(
         service=SERVICE,

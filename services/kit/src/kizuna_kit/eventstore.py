@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlparse
+
+from eventsourcing.persistence import IntegrityError
+
+A = TypeVar("A")
 
 
 def eventsourcing_env(
@@ -30,3 +37,18 @@ def eventsourcing_env(
         "SQLITE_LOCK_TIMEOUT": "10",
         "CREATE_TABLE": "y",
     }
+
+
+def open_application(factory: Callable[[], A], attempts: int = 5) -> A:
+    """Constructs an eventsourcing Application, which creates its tables. Two replicas
+    starting together on an empty PostgreSQL database race in CREATE TABLE IF NOT
+    EXISTS (PostgreSQL reports a duplicate type); the loser tries again and finds the
+    tables made."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return factory()
+        except IntegrityError as exc:
+            if "already exists" not in str(exc) or attempt == attempts:
+                raise
+            time.sleep(0.1 * attempt)
+    raise AssertionError("unreachable")

@@ -52,6 +52,13 @@ async def last_published(js: JetStreamContext, stream: str, service: str) -> tup
     return position_of(msg_id, service), msg_id
 
 
+async def wait_briefly(event: asyncio.Event, seconds: float) -> None:
+    """Waits for `event` at most `seconds`; a cancellation always gets through."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
 class Relay:
     def __init__(
         self,
@@ -124,8 +131,7 @@ class Relay:
                 self.published_position = cursor
             if len(batch) < self._batch_size:
                 RELAY_LAG.labels(self.stream).set(0)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+                await wait_briefly(self._wakeup, self._poll_interval)
             else:
                 newest = await asyncio.to_thread(self._log.max_notification_id) or cursor
                 RELAY_LAG.labels(self.stream).set(newest - cursor)
@@ -151,7 +157,11 @@ class Relay:
                 pending.append(await js.publish_async(event.subject, data, headers=headers))
                 last_id = msg_id
             for future in pending:
-                await asyncio.wait_for(asyncio.shield(future), self._ack_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that races with the future's completion, and a relay
+                # that cannot be stopped keeps publishing after a "crash".
+                async with asyncio.timeout(self._ack_timeout):
+                    await asyncio.shield(future)
         finally:
             for future in pending:
                 if not future.done():

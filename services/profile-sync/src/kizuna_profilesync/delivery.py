@@ -18,6 +18,7 @@ import httpx
 import structlog
 from eventsourcing.persistence import IntegrityError
 
+from kizuna_kit.relay import wait_briefly
 from kizuna_profilesync.connectors import ConnectorsApplication
 from kizuna_profilesync.domain.connector import Connector, ConnectorKind, ConnectorNotFound
 from kizuna_profilesync.domain.retry import Attempt, RetryPolicy, Verdict, next_step
@@ -71,8 +72,7 @@ class Deliverer:
                     log.exception("delivery.round_failed")
                     busy = False
                 if not busy:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), self._idle_wait)
+                    await wait_briefly(self._wakeup, self._idle_wait)
 
     async def deliver_once(self, http: httpx.AsyncClient) -> bool:
         """One round over every live connector; True when something was attempted."""

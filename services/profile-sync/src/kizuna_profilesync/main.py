@@ -12,7 +12,7 @@ from kizuna.profilesync.v1 import profilesync_pb2_grpc as pb_grpc
 from kizuna_kit.auth import ApiKeys
 from kizuna_kit.config import ConfigError, ServiceConfig, env_float, env_int
 from kizuna_kit.consumer import Consumer
-from kizuna_kit.eventstore import eventsourcing_env
+from kizuna_kit.eventstore import eventsourcing_env, open_application
 from kizuna_kit.lease import leased
 from kizuna_kit.logging import get_logger
 from kizuna_kit.nats_link import NatsLink
@@ -83,14 +83,11 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> ProfileSyncService:
         raise ConfigError("KIZUNA_PROFILESYNC_SECRETS_KEY_FILE must name the webhook secrets key")
     keys = ApiKeys.load(config.api_keys_file)
     store = open_store(config.database_url, config.sqlite_path, pool_size=config.workers)
-    connectors = ConnectorsApplication(
-        eventsourcing_env(
-            config.database_url,
-            config.data_dir / "profilesync-connectors.sqlite",
-            pool_size=4,
-        ),
-        SecretBox.from_file(Path(secrets_file)),
+    box = SecretBox.from_file(Path(secrets_file))
+    connectors_env = eventsourcing_env(
+        config.database_url, config.data_dir / "profilesync-connectors.sqlite", pool_size=4
     )
+    connectors = open_application(lambda: ConnectorsApplication(connectors_env, box))
     link = NatsLink(config.nats_url, name=SERVICE, replicas=config.nats_replicas)
     policy = RetryPolicy(
         max_attempts=env_int(env, "KIZUNA_PROFILESYNC_MAX_ATTEMPTS", 10, low=1, high=100),

@@ -31,7 +31,10 @@ async def stream_in_thread(
         while not room.acquire(timeout=0.1):
             if stop.is_set():
                 return False
-        loop.call_soon_threadsafe(handoff.put_nowait, item)
+        try:
+            loop.call_soon_threadsafe(handoff.put_nowait, item)
+        except RuntimeError:  # the loop is gone: nobody will read this stream again
+            return False
         return True
 
     def run() -> None:

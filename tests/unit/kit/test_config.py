@@ -42,3 +42,9 @@ def test_overrides() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(**env)
+
+
+def test_a_service_without_a_keys_file_says_so() -> None:
+    with pytest.raises(ConfigError, match="KIZUNA_API_KEYS_FILE"):
+        _ = load().required_api_keys_file
+    assert load(KIZUNA_API_KEYS_FILE="/etc/k.json").required_api_keys_file.name == "k.json"

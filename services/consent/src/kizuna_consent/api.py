@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from kizuna.consent.v1 import consent_pb2 as pb
 from kizuna.consent.v1 import consent_pb2_grpc as pb_grpc
@@ -18,7 +17,7 @@ from kizuna_consent.domain import instants, records, statements
 from kizuna_consent.domain.checkpoint import Checkpoint, encode_checkpoint
 from kizuna_consent.domain.instants import canonical_instant
 from kizuna_consent.domain.records import ConsentRecord, Decision
-from kizuna_consent.domain.state import ConsentStatus, Entry
+from kizuna_consent.domain.state import ConsentStatus
 from kizuna_consent.domain.statements import Statement
 from kizuna_consent.evidence import Evidence
 from kizuna_consent.storage.interface import Appended, NewConsent, SubjectErased
@@ -105,10 +104,6 @@ def checkpoint_to_proto(checkpoint: Checkpoint) -> pb.Checkpoint:
         signature=checkpoint.signature,
         text=encode_checkpoint(checkpoint),
     )
-
-
-def entry_times(entry: Entry) -> tuple[Timestamp, Timestamp]:
-    return timestamp(entry.effective_at), timestamp(entry.recorded_at)
 
 
 class ConsentServicer(pb_grpc.ConsentServiceServicer):

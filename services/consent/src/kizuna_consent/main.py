@@ -57,9 +57,7 @@ def signing_key_path(env: Mapping[str, str]) -> Path:
 
 
 def build(config: ServiceConfig, env: Mapping[str, str]) -> ConsentService:
-    if config.api_keys_file is None:
-        raise ConfigError("KIZUNA_API_KEYS_FILE must name the API keys file")
-    keys = ApiKeys.load(config.api_keys_file)
+    keys = ApiKeys.load(config.required_api_keys_file)
     signing_key = load_signing_key(signing_key_path(env))
     store = open_store(config.database_url, config.sqlite_path, pool_size=config.workers)
     link = NatsLink(config.nats_url, name=SERVICE, replicas=config.nats_replicas)

@@ -12,7 +12,7 @@ from kizuna_identity.application import IdentityApplication
 from kizuna_identity.passwords import Argon2Params, PasswordHasher
 from kizuna_identity.wire import STREAM, SUBJECTS, translator
 from kizuna_kit.auth import ApiKeys
-from kizuna_kit.config import ConfigError, ServiceConfig, env_int
+from kizuna_kit.config import ServiceConfig, env_int
 from kizuna_kit.eventstore import eventsourcing_env, open_application
 from kizuna_kit.lease import leased
 from kizuna_kit.nats_link import NatsLink
@@ -53,9 +53,7 @@ class IdentityService:
 
 
 def build(config: ServiceConfig, env: Mapping[str, str]) -> IdentityService:
-    if config.api_keys_file is None:
-        raise ConfigError("KIZUNA_API_KEYS_FILE must name the API keys file")
-    keys = ApiKeys.load(config.api_keys_file)
+    keys = ApiKeys.load(config.required_api_keys_file)
     link = NatsLink(config.nats_url, name=SERVICE, replicas=config.nats_replicas)
     wake: list[Callable[[], None]] = []
     app = open_application(

@@ -107,6 +107,12 @@ class ServiceConfig:
     nats_replicas: int = 1
 
     @property
+    def required_api_keys_file(self) -> Path:
+        if self.api_keys_file is None:
+            raise ConfigError("KIZUNA_API_KEYS_FILE must name the API keys file")
+        return self.api_keys_file
+
+    @property
     def sqlite_path(self) -> Path:
         return self.data_dir / f"{self.service}.sqlite"
 

@@ -84,7 +84,6 @@ class Relay:
         self._ack_timeout = ack_timeout
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.published_position = 0
 
     def wake(self) -> None:
         """A hint that something was committed; safe to call from any thread."""
@@ -118,7 +117,6 @@ class Relay:
 
     async def _publish_forever(self, js: JetStreamContext) -> None:
         cursor, last_id = await last_published(js, self.stream, self.service)
-        self.published_position = cursor
         log.info("relay.resuming", stream=self.stream, position=cursor)
         while True:
             self._wakeup.clear()
@@ -128,7 +126,6 @@ class Relay:
             if batch:
                 last_id = await self._publish_batch(js, batch, last_id)
                 cursor = batch[-1].id
-                self.published_position = cursor
             if len(batch) < self._batch_size:
                 RELAY_LAG.labels(self.stream).set(0)
                 await wait_briefly(self._wakeup, self._poll_interval)

@@ -76,12 +76,10 @@ class ProfileSyncService:
 
 
 def build(config: ServiceConfig, env: Mapping[str, str]) -> ProfileSyncService:
-    if config.api_keys_file is None:
-        raise ConfigError("KIZUNA_API_KEYS_FILE must name the API keys file")
     secrets_file = env.get("KIZUNA_PROFILESYNC_SECRETS_KEY_FILE")
     if not secrets_file:
         raise ConfigError("KIZUNA_PROFILESYNC_SECRETS_KEY_FILE must name the webhook secrets key")
-    keys = ApiKeys.load(config.api_keys_file)
+    keys = ApiKeys.load(config.required_api_keys_file)
     store = open_store(config.database_url, config.sqlite_path, pool_size=config.workers)
     box = SecretBox.from_file(Path(secrets_file))
     connectors_env = eventsourcing_env(

@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
@@ -51,8 +51,10 @@ from kizuna_identity.domain.session import Session, session_id
 from kizuna_identity.domain.site import Site
 from kizuna_identity.passwords import PasswordHasher
 from kizuna_identity.throttle import LoginThrottle
+from kizuna_kit.thread_group_commit import ThreadGroupCommit
 
 A = TypeVar("A", bound=Aggregate)
+Event = DomainEventProtocol[UUID]
 
 PROVIDER = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 CHANNEL = re.compile(r"^[a-z0-9_-]{0,32}$")
@@ -113,14 +115,28 @@ class IdentityApplication(Application[UUID]):
         self._clock = clock
         self._session_ttl = session_ttl
         self._on_recorded = on_recorded
+        # Writes from concurrent requests share one transaction: the recorder locks the
+        # table to number notifications, so separate commits would queue for the lock
+        # and each pay an fsync.
+        self._writes: ThreadGroupCommit[Sequence[Event], int] = ThreadGroupCommit(self._record_all)
 
     # Writes ---------------------------------------------------------------
 
     def _commit(self, *aggregates: Aggregate | None) -> int:
-        recordings = self.save(*aggregates)
+        """Records the aggregates' new events atomically; returns the last one's position."""
+        events = [event for a in aggregates if a is not None for event in a.collect_events()]
+        return self._writes.submit(events) if events else 0
+
+    def _record_all(self, writes: Sequence[Sequence[Event]]) -> list[int]:
+        recordings = self.save(*(event for events in writes for event in events))
         if self._on_recorded is not None:
             self._on_recorded()
-        return max((r.notification.id for r in recordings), default=0)
+        positions, start = [], 0
+        for events in writes:
+            own = recordings[start : start + len(events)]
+            positions.append(max(r.notification.id for r in own))
+            start += len(events)
+        return positions
 
     def create_site(
         self, site_id: str, display_name: str, site_group: str, required_fields: list[str]

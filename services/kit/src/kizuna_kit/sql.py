@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +72,13 @@ class Database(Protocol):
 
     def stream(self, sql: str, params: Params) -> Iterator[Row]:
         """Rows of a long query, fetched in chunks, without holding them all in memory."""
+
+    def stream_chunks(
+        self, sql: str, params: Params, size: int
+    ) -> Generator[list[Row], None, None]:
+        """The rows of `stream`, as lists of up to `size` rows (never an empty one): no
+        per-row Python call between the database driver and the caller. Closing the
+        generator early releases its connection."""
 
     def setup(self, ddl: Sequence[str], seed: Sequence[tuple[str, Params]] = ()) -> None:
         """Runs the schema statements, then the seed rows, in one transaction. They must be
@@ -177,6 +184,18 @@ class SqliteDatabase:
         conn = self._connect()
         try:
             yield from conn.execute(sql, params)
+        finally:
+            conn.close()
+
+    def stream_chunks(
+        self, sql: str, params: Params, size: int
+    ) -> Generator[list[Row], None, None]:
+        # As `stream`, on a connection of its own.
+        conn = self._connect()
+        try:
+            cur = conn.execute(sql, params)
+            while chunk := cur.fetchmany(size):
+                yield chunk
         finally:
             conn.close()
 
@@ -290,3 +309,13 @@ class PostgresDatabase:
             cur.itersize = STREAM_CHUNK
             cur.execute(pyformat(sql), params)
             yield from cur
+
+    def stream_chunks(
+        self, sql: str, params: Params, size: int
+    ) -> Generator[list[Row], None, None]:
+        # A server-side (named) cursor: one FETCH of `size` rows per chunk.
+        name = f"kizuna_{uuid.uuid4().hex}"
+        with self._pool.connection() as conn, conn.cursor(name) as cur:
+            cur.execute(pyformat(sql), params)
+            while chunk := cur.fetchmany(size):
+                yield chunk

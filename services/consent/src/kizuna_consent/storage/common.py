@@ -165,6 +165,8 @@ RECORD_COLUMNS = (
 )
 # What `entry_from_row` reads, in this order.
 ENTRY_COLUMNS = "statement_id, decision, version, effective_at, recorded_at, record_id, sequence"
+# What `export_rows` returns, in this order.
+EXPORT_COLUMNS = "subject_id, statement_id, decision, version, effective_at"
 STATEMENT_COLUMNS = "statement_id, major, minor, purpose, title, body, text_sha256, published_at"
 
 
@@ -432,9 +434,11 @@ class SqlLedgerStore:
     _lock_clause: ClassVar[str] = ""
     # Winner per statement of one subject; `{filters}` takes the optional as_known_at clause.
     _state_sql: ClassVar[str]
-    # Rows of all subjects ordered by subject, statement, then winner first (only the first
-    # of each pair is used); same `{filters}`.
+    # `{columns}` of all subjects ordered by subject, statement, then winner first; same
+    # `{filters}`. Only the first row of each pair is used: `_export_distinct` says whether
+    # the query already returns no other.
     _export_sql: ClassVar[str]
+    _export_distinct: ClassVar[bool] = False
 
     def __init__(self, db: Database, triggers: Sequence[str]) -> None:
         """Opens the store on `db`, creating the schema, `triggers` and seed rows if
@@ -584,14 +588,43 @@ class SqlLedgerStore:
     def export_state(
         self, at: datetime, as_known_at: datetime | None, statement_id: str | None
     ) -> Iterator[tuple[str, str, Entry]]:
+        columns = f"subject_id, {ENTRY_COLUMNS}"
+        for chunk in self._export_chunks(columns, at, as_known_at, statement_id, 1000):
+            for row in chunk:
+                yield row[0], row[1], entry_from_row(row[1:])
+
+    def export_rows(
+        self, at: datetime, as_known_at: datetime | None, statement_id: str | None, size: int
+    ) -> Iterator[list[Row]]:
+        return self._export_chunks(EXPORT_COLUMNS, at, as_known_at, statement_id, size)
+
+    def _export_chunks(
+        self,
+        columns: str,
+        at: datetime,
+        as_known_at: datetime | None,
+        statement_id: str | None,
+        size: int,
+    ) -> Iterator[list[Row]]:
+        """The winner rows (`columns`, starting with subject_id, statement_id), in lists of
+        up to `size`, never an empty one."""
         params = {"at": canonical_instant(at, "at")}
         filters = _visibility(params, as_known_at, statement_id)
-        last: tuple[str, str] | None = None
-        for row in self._stream(self._export_sql.format(filters=filters), params):
+        sql = self._export_sql.format(columns=columns, filters=filters)
+        chunks = self._db.stream_chunks(sql, params, size)
+        if self._export_distinct:
+            yield from chunks
+            return
+        subject = statement = None
+        for chunk in chunks:
             # Rows come in winner order within each (subject, statement): keep the first.
-            if (row[0], row[1]) != last:
-                last = (row[0], row[1])
-                yield row[0], row[1], entry_from_row(row[1:])
+            kept = []
+            for row in chunk:
+                if row[1] != statement or row[0] != subject:
+                    subject, statement = row[0], row[1]
+                    kept.append(row)
+            if kept:
+                yield kept
 
     def history(self, subject_ids: Sequence[str]) -> Iterator[ConsentRecord]:
         if not subject_ids:

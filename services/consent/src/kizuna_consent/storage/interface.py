@@ -125,6 +125,13 @@ class LedgerStore(Protocol):
         """(canonical subject, statement_id, entry) for every subject, streamed
         (server-side cursor on PostgreSQL), ordered by subject then statement."""
 
+    def export_rows(
+        self, at: datetime, as_known_at: datetime | None, statement_id: str | None, size: int
+    ) -> Iterator[list[tuple[str, str, str, str, str]]]:
+        """What `export_state` streams, raw and cheap: lists of up to `size` rows (never
+        an empty one) of (subject_id, statement_id, decision "GRANTED"/"WITHDRAWN", version
+        "MAJOR.MINOR", effective_at in canonical text), same order."""
+
     def history(self, subject_ids: Sequence[str]) -> Iterator[ConsentRecord]:
         """Ledger records of these recorded subject ids, in ledger order."""
 

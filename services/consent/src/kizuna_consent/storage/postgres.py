@@ -53,9 +53,10 @@ class PostgresLedgerStore(SqlLedgerStore):
         ) AS w"""  # noqa: S608
     # Reads timeline_winner in its own order: no sort, one pass over the index.
     _export_sql = f"""
-        SELECT DISTINCT ON (subject_id, statement_id) subject_id, {ENTRY_COLUMNS}
+        SELECT DISTINCT ON (subject_id, statement_id) {{columns}}
         FROM timeline WHERE effective_at <= :at{{filters}}
         ORDER BY subject_id, statement_id, {WINNER_ORDER_SQL}"""  # noqa: S608
+    _export_distinct = True
 
     def __init__(self, url: str, pool_size: int = 8) -> None:
         super().__init__(PostgresDatabase(url, pool_size, name="kizuna-consent"), TRIGGERS)

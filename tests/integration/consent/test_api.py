@@ -222,6 +222,50 @@ async def test_error_rows_change_nothing(consent: Consent) -> None:
     assert no_key.value.code() == S.UNAUTHENTICATED
 
 
+async def test_a_new_statement_version_is_found_once_published(consent: Consent) -> None:
+    """Statement versions already seen are remembered; that must not hide a newer one, nor
+    let a version that was never published through."""
+    await publish(consent, "privacy", "1.0")
+    first = await grant(consent, TANAKA, "privacy", "1.0")
+    request = pb.RecordConsentRequest(
+        subject_id=SATO, statement_id="privacy", version="1.1", decision=pb.DECISION_GRANTED
+    )
+    await consent.fails("RecordConsent", request, S.NOT_FOUND, "STATEMENT_NOT_FOUND")
+    await publish(consent, "privacy", "1.1")
+    second = await consent.call("RecordConsent", request)
+    again = await grant(consent, SATO, "privacy", "1.0")
+    assert (first.sequence, second.sequence, again.sequence) == (1, 2, 3)
+    await consent.fails(
+        "RecordConsent",
+        pb.RecordConsentRequest(
+            subject_id=SATO, statement_id="terms", version="1.0", decision=pb.DECISION_GRANTED
+        ),
+        S.NOT_FOUND,
+        "STATEMENT_NOT_FOUND",
+    )
+
+
+async def test_many_concurrent_records_of_new_and_erased_subjects(consent: Consent) -> None:
+    """Subjects looked up together: each caller gets its own subject's answer."""
+    await publish(consent, "privacy", "1.0")
+    await grant(consent, "warm", "privacy", "1.0")  # the statement version is known now
+    await asyncio.to_thread(consent.service.store.apply_merge, "merged", "survivor", 1)
+    await asyncio.to_thread(consent.service.store.apply_erasure, "erased", 2)
+    subjects = [f"s-{i % 25}" for i in range(150)] + ["merged", "survivor", "erased"] * 10
+    results = await asyncio.gather(
+        *(grant(consent, s, "privacy", "1.0") for s in subjects), return_exceptions=True
+    )
+    for subject, result in zip(subjects, results, strict=True):
+        if subject == "erased":
+            assert isinstance(result, grpc.aio.AioRpcError)
+            assert result.code() == S.FAILED_PRECONDITION
+        else:
+            assert isinstance(result, pb.RecordConsentResponse), result
+            assert result.subject_id == ("survivor" if subject == "merged" else subject)
+    verified = await consent.call("VerifyLedger", pb.VerifyLedgerRequest(), consent.keys.auditor)
+    assert (verified.ok, verified.records_checked) == (True, 1 + 150 + 20)
+
+
 async def test_idempotency_key_returns_the_first_answer(consent: Consent) -> None:
     await publish(consent, "privacy", "1.0")
     first = await grant(consent, TANAKA, "privacy", "1.0", key="form-1")

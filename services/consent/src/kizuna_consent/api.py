@@ -20,7 +20,7 @@ from kizuna_consent.domain.records import ConsentRecord, Decision
 from kizuna_consent.domain.state import ConsentStatus
 from kizuna_consent.domain.statements import Statement
 from kizuna_consent.evidence import Evidence
-from kizuna_consent.storage.interface import Appended, NewConsent, SubjectErased
+from kizuna_consent.storage.interface import Appended, NewConsent, SubjectErased, SubjectKey
 from kizuna_kit.errors import ErrorCode, ErrorMap, invalid_argument
 from kizuna_kit.group_commit import GroupCommit
 from kizuna_kit.rpc import RpcPolicy
@@ -110,6 +110,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
     def __init__(self, app: ConsentApplication) -> None:
         self._app = app
         self._appends: GroupCommit[NewConsent, Appended] = GroupCommit(app.append)
+        self._subjects: GroupCommit[str, SubjectKey] = GroupCommit(app.resolve_subjects)
 
     async def PublishStatement(
         self, request: pb.PublishStatementRequest, context: Any
@@ -164,7 +165,16 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
             ),
             idempotency_key=request.idempotency_key or None,
         )
-        prepared = await asyncio.to_thread(self._app.prepare, consent)
+        # The common case without a thread hop or a read of its own: the statement version
+        # is known, and the subject is looked up with those of the requests around it.
+        if consent.idempotency_key or not self._app.knows_statement(
+            consent.statement_id, consent.version
+        ):
+            prepared = await asyncio.to_thread(self._app.prepare, consent)
+        else:
+            checked = self._app.check(consent)
+            subject = await self._subjects.submit(consent.subject_id)
+            prepared = self._app.seal(checked, subject)
         appended = (
             prepared if isinstance(prepared, Appended) else await self._appends.submit(prepared)
         )

@@ -26,7 +26,13 @@ from kizuna_consent.domain.statements import (
     publish_statement,
 )
 from kizuna_consent.evidence import Evidence, OpenedEvidence, check_evidence, open_sealed, seal
-from kizuna_consent.storage.interface import Appended, LedgerStore, NewConsent, SubjectErased
+from kizuna_consent.storage.interface import (
+    Appended,
+    LedgerStore,
+    NewConsent,
+    SubjectErased,
+    SubjectKey,
+)
 from kizuna_consent.wire import consent_recorded, statement_published
 
 MAX_ID = 128
@@ -52,6 +58,15 @@ class ConsentRequest:
     site_id: str
     evidence: Evidence
     idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A request that passed every check but its subject's."""
+
+    request: ConsentRequest
+    version: Version
+    effective_at: datetime
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,8 @@ class ConsentApplication:
         self._signing_key = signing_key
         self._clock = clock
         self._on_recorded = on_recorded or (lambda: None)
+        # Statement versions seen published (they never change, nor go away).
+        self._published: set[tuple[str, Version]] = set()
 
     # Statements -----------------------------------------------------------
 
@@ -112,40 +129,65 @@ class ConsentApplication:
 
     def prepare(self, request: ConsentRequest) -> NewConsent | Appended:
         """Checks a request and seals its evidence; a known idempotency key short-cuts
-        to the first answer. Runs outside the append lock."""
+        to the first answer. Runs outside the append lock. (The service does the same in
+        steps, `check`, `resolve_subjects` for many requests at once, then `seal`.)"""
         if request.idempotency_key:
             first = self.store.find_by_idempotency_key(request.idempotency_key)
             if first is not None:
                 check_same_request(first, request, self.store.canonical_subject(request.subject_id))
                 return Appended(first, created=False)
+        checked = self.check(request)
+        (subject,) = self.store.resolve_subjects([request.subject_id])
+        return self.seal(checked, subject)
+
+    def knows_statement(self, statement_id: str, version: str) -> bool:
+        """Whether `check` will find this statement version without reading the database."""
+        try:
+            return (statement_id, Version.parse(version)) in self._published
+        except ConsentError:
+            return False
+
+    def check(self, request: ConsentRequest) -> Checked:
+        """Everything about a request but its subject. A statement version is read once,
+        then known: a published version never changes nor goes away."""
         check_id(request.subject_id, "subject_id")
         too_long = check_evidence(request.evidence)
         if too_long or len(request.channel) > MAX_ID or len(request.site_id) > MAX_ID:
             raise InvalidRequest("field too long", fields=",".join(too_long or ["channel/site_id"]))
         version = Version.parse(request.version)
-        if self.store.get_statement(request.statement_id, version) is None:
-            raise StatementNotFound("no such statement version", statement_id=request.statement_id)
+        if (request.statement_id, version) not in self._published:
+            if self.store.get_statement(request.statement_id, version) is None:
+                raise StatementNotFound(
+                    "no such statement version", statement_id=request.statement_id
+                )
+            self._published.add((request.statement_id, version))
         now = self._clock()
         effective_at = request.effective_at or now
         if effective_at > now:
             raise EffectiveAtInFuture("effective_at must not be in the future")
-        subject = self.store.canonical_subject(request.subject_id)
-        if self.store.is_erased(subject):
+        return Checked(request, version, effective_at)
+
+    def resolve_subjects(self, subject_ids: Sequence[str]) -> list[SubjectKey]:
+        """The canonical subject, erasure and evidence key of each id, in a few statements
+        for many ids (see kizuna_kit.group_commit)."""
+        return self.store.resolve_subjects(subject_ids)
+
+    def seal(self, checked: Checked, subject: SubjectKey) -> NewConsent:
+        """The request for its canonical subject, evidence sealed with the subject's key."""
+        if subject.erased or subject.key is None:
             raise SubjectErased("the subject was erased; no consent can be recorded")
-        key = self.store.subject_key(subject, create=True)
-        if key is None:
-            raise SubjectErased("the subject was erased; no consent can be recorded")
+        request = checked.request
         record_id = str(uuid.uuid4())
         return NewConsent(
             record_id=record_id,
-            subject_id=subject,
+            subject_id=subject.subject_id,
             statement_id=request.statement_id,
-            version=version,
+            version=checked.version,
             decision=request.decision,
-            effective_at=effective_at,
+            effective_at=checked.effective_at,
             channel=request.channel,
             site_id=request.site_id,
-            evidence=seal(request.evidence, key, record_id.encode()),
+            evidence=seal(request.evidence, subject.key, record_id.encode()),
             idempotency_key=request.idempotency_key or None,
         )
 

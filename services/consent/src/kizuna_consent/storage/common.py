@@ -40,6 +40,7 @@ from kizuna_consent.storage.interface import (
     NewConsent,
     OutboxEvent,
     SubjectErased,
+    SubjectKey,
     TreeState,
 )
 from kizuna_kit.sql import Cursor, Database, Dialect, Params, Row, insert, select
@@ -687,6 +688,68 @@ class SqlLedgerStore:
             row = cur.fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
 
+    def resolve_subjects(self, subject_ids: Sequence[str]) -> list[SubjectKey]:
+        if not subject_ids:
+            return []
+        with self._read() as cur:
+            found = self._subject_facts(cur, sorted(set(subject_ids)))
+        # A merged id's survivor needs its own facts (the canonical id is the live end of
+        # the chain: one more round at most).
+        survivors = sorted({f.canonical for f in found.values()} - found.keys())
+        if survivors:
+            with self._read() as cur:
+                found |= self._subject_facts(cur, survivors)
+        missing = sorted(
+            {f.canonical for f in found.values()}
+            - {c for c, f in found.items() if f.erased or f.has_key}
+        )
+        if missing:
+            found |= self._create_keys(missing)
+        answers = []
+        for subject_id in subject_ids:
+            canonical = found[subject_id].canonical
+            facts = found[canonical]
+            answers.append(SubjectKey(canonical, facts.erased, facts.key))
+        return answers
+
+    def _subject_facts(self, cur: Cursor, ids: Sequence[str]) -> dict[str, _SubjectFacts]:
+        """Alias, erasure and key of each id, in one statement."""
+        names, params = in_list("s", ids)
+        cur.execute(
+            # The key branch first: PostgreSQL types a bare NULL column from the left.
+            f"SELECT 'k', subject_id, NULL, evidence_key FROM subject_keys"  # noqa: S608
+            f" WHERE subject_id IN {names}"
+            f" UNION ALL SELECT 'a', merged_id, canonical_id, NULL FROM subject_aliases"
+            f" WHERE merged_id IN {names}"
+            f" UNION ALL SELECT 'e', subject_id, NULL, NULL FROM erased_subjects"
+            f" WHERE subject_id IN {names}",
+            params,
+        )
+        canonical: dict[str, str] = {}
+        erased: set[str] = set()
+        keys: dict[str, bytes | None] = {}
+        for kind, subject_id, alias, key in cur.fetchall():
+            if kind == "a":
+                canonical[subject_id] = alias
+            elif kind == "e":
+                erased.add(subject_id)
+            else:
+                keys[subject_id] = None if key is None else bytes(key)
+        return {
+            i: _SubjectFacts(canonical.get(i, i), i in erased, i in keys, keys.get(i)) for i in ids
+        }
+
+    def _create_keys(self, subject_ids: Sequence[str]) -> dict[str, _SubjectFacts]:
+        with self._write() as cur:
+            # Racing an erasure is safe: both write these rows, and a shredded (NULL) key
+            # is never overwritten, so whichever commits first, the key ends up destroyed.
+            cur.executemany(
+                "INSERT INTO subject_keys (subject_id, evidence_key) VALUES (:id, :key)"
+                " ON CONFLICT (subject_id) DO NOTHING",
+                [{"id": i, "key": secrets.token_bytes(KEY_SIZE)} for i in subject_ids],
+            )
+            return self._subject_facts(cur, subject_ids)
+
     def apply_merge(self, merged_id: str, survivor_id: str, position: int) -> bool:
         with self._write() as cur:
             # The writers' lock: an append in flight cannot leave a row under the merged id.
@@ -834,6 +897,14 @@ class SqlLedgerStore:
             return False
         cur.execute("UPDATE tracking SET position = :position WHERE id = 1", {"position": position})
         return True
+
+
+@dataclass(frozen=True)
+class _SubjectFacts:
+    canonical: str
+    erased: bool
+    has_key: bool  # a row in subject_keys, even a shredded (NULL) one
+    key: bytes | None
 
 
 def record_leaf_of(record_hash: object) -> bytes:

@@ -54,6 +54,16 @@ class NewConsent:
 
 
 @dataclass(frozen=True)
+class SubjectKey:
+    """What recording for a subject id needs: its canonical (survivor) id, whether that
+    subject is erased, and its evidence key (None once shredded)."""
+
+    subject_id: str
+    erased: bool
+    key: bytes | None
+
+
+@dataclass(frozen=True)
 class Appended:
     record: ConsentRecord
     # False when the idempotency key was seen before: `record` is the first answer.
@@ -156,6 +166,11 @@ class LedgerStore(Protocol):
     def subject_key(self, subject_id: str, create: bool) -> bytes | None:
         """The subject's 32-byte evidence key; created when missing and `create`;
         None once shredded (erased)."""
+
+    def resolve_subjects(self, subject_ids: Sequence[str]) -> list[SubjectKey]:
+        """For each id, in order: `canonical_subject`, `is_erased` of it and its key as
+        `subject_key(create=True)` would give it (no key is created for an erased
+        subject), in a few statements for the whole list, however long."""
 
     def apply_merge(self, merged_id: str, survivor_id: str, position: int) -> bool:
         """In one transaction with tracking: alias merged -> survivor, move the merged

@@ -59,4 +59,9 @@ class PostgresLedgerStore(SqlLedgerStore):
     _export_distinct = True
 
     def __init__(self, url: str, pool_size: int = 8) -> None:
-        super().__init__(PostgresDatabase(url, pool_size, name="kizuna-consent"), TRIGGERS)
+        # RecordConsent's hot path reads once per group of requests and writes once per
+        # group: no extra round trips for a liveness check or BEGIN/COMMIT around reads.
+        database = PostgresDatabase(
+            url, pool_size, name="kizuna-consent", check_after_idle_s=1.0, autocommit_reads=True
+        )
+        super().__init__(database, TRIGGERS)

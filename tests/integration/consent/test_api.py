@@ -21,7 +21,7 @@ from kizuna_consent.domain.merkle import leaf_hash, verify_inclusion
 from kizuna_consent.domain.records import Decision
 from kizuna_consent.domain.statements import Version
 from kizuna_consent.evidence import Evidence, seal
-from kizuna_consent.storage.interface import NewConsent, SubjectErased
+from kizuna_consent.storage.interface import Appended, NewConsent, SubjectErased
 from tests.conftest import Keys
 from tests.integration.consent.service import Consent, running_consent
 
@@ -488,3 +488,37 @@ async def test_an_erasure_between_check_and_append_still_refuses(consent: Consen
     with pytest.raises(SubjectErased):
         await asyncio.to_thread(app.append, [prepared])
     assert consent.service.store.tree().size == 0
+
+
+async def test_an_erasure_between_check_and_record_still_refuses(consent: Consent) -> None:
+    """The grouped path: subjects are resolved under the writers' lock, with the append."""
+    await publish(consent, "privacy", "1.0")
+    app = consent.service.app
+
+    def request(subject: str) -> ConsentRequest:
+        return ConsentRequest(
+            subject_id=subject,
+            statement_id="privacy",
+            version="1.0",
+            decision=Decision.GRANTED,
+            effective_at=None,
+            channel="",
+            site_id="",
+            evidence=Evidence(ip="203.0.113.7"),
+            idempotency_key=None,
+        )
+
+    checked = [app.check(request(s)) for s in (TANAKA, SATO, "merged")]
+    await asyncio.to_thread(consent.service.store.apply_erasure, TANAKA, 1)
+    await asyncio.to_thread(consent.service.store.apply_merge, "merged", SATO, 2)
+    erased, sato, merged = await asyncio.to_thread(app.record, checked)
+    assert isinstance(erased, SubjectErased)
+    assert isinstance(sato, Appended)
+    assert isinstance(merged, Appended)
+    assert (sato.record.sequence, merged.record.sequence) == (1, 2)
+    assert merged.record.subject_id == SATO
+    history = await consent.stream(
+        "ListConsentHistory", pb.ListConsentHistoryRequest(subject_id=SATO), consent.keys.auditor
+    )
+    assert [h.record.evidence.ip for h in history] == ["203.0.113.7"] * 2
+    assert consent.service.store.tree().size == 2

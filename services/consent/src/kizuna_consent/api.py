@@ -12,7 +12,7 @@ import grpc
 from kizuna.consent.v1 import consent_pb2 as pb
 from kizuna.consent.v1 import consent_pb2_grpc as pb_grpc
 from kizuna_consent import application as app_errors
-from kizuna_consent.application import ConsentApplication, ConsentRequest, ExportRow
+from kizuna_consent.application import Checked, ConsentApplication, ConsentRequest, ExportRow
 from kizuna_consent.domain import instants, records, statements
 from kizuna_consent.domain.checkpoint import Checkpoint, encode_checkpoint
 from kizuna_consent.domain.instants import canonical_instant
@@ -20,7 +20,7 @@ from kizuna_consent.domain.records import ConsentRecord, Decision
 from kizuna_consent.domain.state import ConsentStatus
 from kizuna_consent.domain.statements import Statement
 from kizuna_consent.evidence import Evidence
-from kizuna_consent.storage.interface import Appended, NewConsent, SubjectErased, SubjectKey
+from kizuna_consent.storage.interface import Appended, NewConsent, SubjectErased
 from kizuna_kit.errors import ErrorCode, ErrorMap, invalid_argument
 from kizuna_kit.group_commit import GroupCommit
 from kizuna_kit.rpc import RpcPolicy
@@ -110,7 +110,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
     def __init__(self, app: ConsentApplication) -> None:
         self._app = app
         self._appends: GroupCommit[NewConsent, Appended] = GroupCommit(app.append)
-        self._subjects: GroupCommit[str, SubjectKey] = GroupCommit(app.resolve_subjects)
+        self._records: GroupCommit[Checked, Appended | SubjectErased] = GroupCommit(app.record)
 
     async def PublishStatement(
         self, request: pb.PublishStatementRequest, context: Any
@@ -165,19 +165,20 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
             ),
             idempotency_key=request.idempotency_key or None,
         )
-        # The common case without a thread hop or a read of its own: the statement version
-        # is known, and the subject is looked up with those of the requests around it.
+        # The common case, without a thread hop or a read of its own: the statement version
+        # is known, and the subject is resolved in the transaction that appends the group.
         if consent.idempotency_key or not self._app.knows_statement(
             consent.statement_id, consent.version
         ):
             prepared = await asyncio.to_thread(self._app.prepare, consent)
+            appended = (
+                prepared if isinstance(prepared, Appended) else await self._appends.submit(prepared)
+            )
         else:
-            checked = self._app.check(consent)
-            subject = await self._subjects.submit(consent.subject_id)
-            prepared = self._app.seal(checked, subject)
-        appended = (
-            prepared if isinstance(prepared, Appended) else await self._appends.submit(prepared)
-        )
+            recorded = await self._records.submit(self._app.check(consent))
+            if isinstance(recorded, SubjectErased):  # (raised by submit, in fact)
+                raise recorded
+            appended = recorded
         record = appended.record
         return pb.RecordConsentResponse(
             record_id=record.record_id,

@@ -129,8 +129,8 @@ class ConsentApplication:
 
     def prepare(self, request: ConsentRequest) -> NewConsent | Appended:
         """Checks a request and seals its evidence; a known idempotency key short-cuts
-        to the first answer. Runs outside the append lock. (The service does the same in
-        steps, `check`, `resolve_subjects` for many requests at once, then `seal`.)"""
+        to the first answer. Runs outside the append lock. (The service records most
+        requests by `check`, then `record` for many at once.)"""
         if request.idempotency_key:
             first = self.store.find_by_idempotency_key(request.idempotency_key)
             if first is not None:
@@ -167,10 +167,18 @@ class ConsentApplication:
             raise EffectiveAtInFuture("effective_at must not be in the future")
         return Checked(request, version, effective_at)
 
-    def resolve_subjects(self, subject_ids: Sequence[str]) -> list[SubjectKey]:
-        """The canonical subject, erasure and evidence key of each id, in a few statements
-        for many ids (see kizuna_kit.group_commit)."""
-        return self.store.resolve_subjects(subject_ids)
+    def record(self, batch: Sequence[Checked]) -> list[Appended | SubjectErased]:
+        """Checked requests appended in one durable transaction, their subjects resolved
+        in it (see kizuna_kit.group_commit); an erased subject's request answers
+        SubjectErased, the others are recorded."""
+        appended = self.store.append_resolving(
+            [checked.request.subject_id for checked in batch],
+            lambda i, subject: self.seal(batch[i], subject),
+            consent_recorded,
+            self._clock,
+        )
+        self._on_recorded()
+        return appended
 
     def seal(self, checked: Checked, subject: SubjectKey) -> NewConsent:
         """The request for its canonical subject, evidence sealed with the subject's key."""

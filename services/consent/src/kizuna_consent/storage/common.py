@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, overload
 
 from eventsourcing.persistence import Notification
 
@@ -46,6 +46,7 @@ from kizuna_consent.storage.interface import (
 from kizuna_kit.sql import Cursor, Database, Dialect, Params, Row, insert, select
 
 KEY_SIZE = 32
+ERASED = "the subject was erased; no consent can be recorded"
 
 
 # Schema ------------------------------------------------------------------------------
@@ -177,10 +178,8 @@ INSERT_OUTBOX = (
     "INSERT INTO outbox (position, topic, originator_id, originator_version, envelope)"
     " VALUES (:position, :topic, :originator_id, :originator_version, :envelope)"
 )
-HEAD = (
-    "SELECT sequence, record_hash, tree_size, peaks, recorded_at, outbox_position"
-    " FROM ledger_head WHERE id = 1"
-)
+HEAD_COLUMNS = "sequence, record_hash, tree_size, peaks, recorded_at, outbox_position"
+HEAD = f"SELECT {HEAD_COLUMNS} FROM ledger_head WHERE id = 1"  # noqa: S608
 UPDATE_HEAD = (
     "UPDATE ledger_head SET sequence = :sequence, record_hash = :record_hash,"
     " tree_size = :tree_size, peaks = :peaks, recorded_at = :recorded_at,"
@@ -515,18 +514,24 @@ class SqlLedgerStore:
         keys = sorted({item.idempotency_key for item in batch if item.idempotency_key})
         with self._write() as cur:
             head = self._lock_head(cur)
-            # Checked again under the lock: an erasure may have landed since `prepare`.
+            # Checked again under the lock, in a statement of its own (so that its snapshot
+            # is taken once the lock is held): an erasure may have landed since `prepare`.
             self._refuse_erased(cur, sorted({item.subject_id for item in batch}))
             stored = self._records_by_keys(cur, keys)
-            # Read under the lock, and never behind the last record: recorded_at must not
-            # decrease along the ledger even if the clock steps back.
-            recorded_at = to_utc(now(), "recorded_at")
-            if head.recorded_at is not None and recorded_at < head.recorded_at:
-                recorded_at = head.recorded_at
+            recorded_at = self._recorded_at(head, now)
             plan = plan_append(head, batch, stored, recorded_at)
             if plan.created:
                 self._write_appended(cur, head, plan, event_for)
         return plan.results
+
+    @staticmethod
+    def _recorded_at(head: Head, now: Callable[[], datetime]) -> datetime:
+        # Read under the lock, and never behind the last record: recorded_at must not
+        # decrease along the ledger even if the clock steps back.
+        recorded_at = to_utc(now(), "recorded_at")
+        if head.recorded_at is not None and recorded_at < head.recorded_at:
+            recorded_at = head.recorded_at
+        return recorded_at
 
     def _write_appended(
         self,
@@ -560,14 +565,41 @@ class SqlLedgerStore:
 
     @staticmethod
     def _refuse_erased(cur: Cursor, subjects: Sequence[str]) -> None:
-        names = {f"s{i}": subject for i, subject in enumerate(subjects)}
-        placeholders = ", ".join(":" + name for name in names)
-        cur.execute(
-            f"SELECT subject_id FROM erased_subjects WHERE subject_id IN ({placeholders})",  # noqa: S608
-            names,
-        )
+        names, params = in_list("s", subjects)
+        cur.execute(f"SELECT 1 FROM erased_subjects WHERE subject_id IN {names}", params)  # noqa: S608
         if cur.fetchone() is not None:
-            raise SubjectErased("the subject was erased; no consent can be recorded")
+            raise SubjectErased(ERASED)
+
+    def append_resolving(
+        self,
+        subject_ids: Sequence[str],
+        build: Callable[[int, SubjectKey], NewConsent],
+        event_for: Callable[[ConsentRecord], OutboxEvent],
+        now: Callable[[], datetime],
+    ) -> list[Appended | SubjectErased]:
+        if not subject_ids:
+            return []
+        with self._write() as cur:
+            head = self._lock_head(cur)
+            # Read after the lock is held (erasures and merges take it too): nothing can
+            # change about these subjects until this transaction ends.
+            subjects = self._resolve(cur, subject_ids, create=True)
+            answers: list[Appended | SubjectErased | None] = []
+            batch = []
+            for i, subject in enumerate(subjects):
+                if subject.erased or subject.key is None:
+                    answers.append(SubjectErased(ERASED))
+                else:
+                    batch.append(build(i, subject))
+                    answers.append(None)
+            keys = sorted({item.idempotency_key for item in batch if item.idempotency_key})
+            stored = self._records_by_keys(cur, keys)
+            recorded_at = self._recorded_at(head, now)
+            plan = plan_append(head, batch, stored, recorded_at)
+            if plan.created:
+                self._write_appended(cur, head, plan, event_for)
+        appended = iter(plan.results)
+        return [next(appended) if answer is None else answer for answer in answers]
 
     def find_by_idempotency_key(self, key: str) -> ConsentRecord | None:
         return self._one_record("idempotency_key = :key", {"key": key})
@@ -692,19 +724,48 @@ class SqlLedgerStore:
         if not subject_ids:
             return []
         with self._read() as cur:
-            found = self._subject_facts(cur, sorted(set(subject_ids)))
+            answers = self._resolve(cur, subject_ids, create=False)
+        if answers is None:  # keys to create first
+            with self._write() as cur:
+                return self._resolve(cur, subject_ids, create=True)
+        return answers
+
+    @overload
+    def _resolve(
+        self, cur: Cursor, subject_ids: Sequence[str], create: Literal[True]
+    ) -> list[SubjectKey]: ...
+
+    @overload
+    def _resolve(
+        self, cur: Cursor, subject_ids: Sequence[str], create: Literal[False]
+    ) -> list[SubjectKey] | None: ...
+
+    def _resolve(
+        self, cur: Cursor, subject_ids: Sequence[str], create: bool
+    ) -> list[SubjectKey] | None:
+        """`resolve_subjects` with this cursor; None if a key is missing and not `create`
+        (creating one writes: `cur` must then be in a write transaction)."""
+        found = self._subject_facts(cur, sorted(set(subject_ids)))
         # A merged id's survivor needs its own facts (the canonical id is the live end of
         # the chain: one more round at most).
         survivors = sorted({f.canonical for f in found.values()} - found.keys())
         if survivors:
-            with self._read() as cur:
-                found |= self._subject_facts(cur, survivors)
+            found |= self._subject_facts(cur, survivors)
         missing = sorted(
             {f.canonical for f in found.values()}
             - {c for c, f in found.items() if f.erased or f.has_key}
         )
         if missing:
-            found |= self._create_keys(missing)
+            if not create:
+                return None
+            # Racing an erasure is safe: both write these rows, and a shredded (NULL) key
+            # is never overwritten, so whichever commits first, the key ends up destroyed.
+            cur.executemany(
+                "INSERT INTO subject_keys (subject_id, evidence_key) VALUES (:id, :key)"
+                " ON CONFLICT (subject_id) DO NOTHING",
+                [{"id": i, "key": secrets.token_bytes(KEY_SIZE)} for i in missing],
+            )
+            found |= self._subject_facts(cur, missing)
         answers = []
         for subject_id in subject_ids:
             canonical = found[subject_id].canonical
@@ -738,17 +799,6 @@ class SqlLedgerStore:
         return {
             i: _SubjectFacts(canonical.get(i, i), i in erased, i in keys, keys.get(i)) for i in ids
         }
-
-    def _create_keys(self, subject_ids: Sequence[str]) -> dict[str, _SubjectFacts]:
-        with self._write() as cur:
-            # Racing an erasure is safe: both write these rows, and a shredded (NULL) key
-            # is never overwritten, so whichever commits first, the key ends up destroyed.
-            cur.executemany(
-                "INSERT INTO subject_keys (subject_id, evidence_key) VALUES (:id, :key)"
-                " ON CONFLICT (subject_id) DO NOTHING",
-                [{"id": i, "key": secrets.token_bytes(KEY_SIZE)} for i in subject_ids],
-            )
-            return self._subject_facts(cur, subject_ids)
 
     def apply_merge(self, merged_id: str, survivor_id: str, position: int) -> bool:
         with self._write() as cur:

@@ -116,6 +116,18 @@ class LedgerStore(Protocol):
         EffectiveInFuture) must not poison the others: validate before opening the
         transaction, or raise and let the caller retry items one by one."""
 
+    def append_resolving(
+        self,
+        subject_ids: Sequence[str],
+        build: Callable[[int, SubjectKey], NewConsent],
+        event_for: Callable[[ConsentRecord], OutboxEvent],
+        now: Callable[[], datetime],
+    ) -> list[Appended | SubjectErased]:
+        """`append` for requests whose subjects are not resolved yet, in ONE transaction:
+        after taking the lock, each subject id is resolved (`resolve_subjects`, keys made
+        for new subjects), and `build(i, subject)` gives the i-th item to append. An erased
+        (or shredded) subject's item answers SubjectErased and the others are appended."""
+
     def find_by_idempotency_key(self, key: str) -> ConsentRecord | None: ...
 
     def find_record(self, record_id: str) -> ConsentRecord | None: ...

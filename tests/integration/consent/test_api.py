@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,12 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kizuna.consent.v1 import consent_pb2 as pb
-from kizuna_consent.application import ConsentRequest
+from kizuna_consent.application import EXPORT_BATCH, ConsentRequest
 from kizuna_consent.domain.checkpoint import decode_checkpoint, verify_checkpoint
 from kizuna_consent.domain.merkle import leaf_hash, verify_inclusion
 from kizuna_consent.domain.records import Decision
-from kizuna_consent.evidence import Evidence
-from kizuna_consent.storage.interface import NewConsent, SubjectErased
+from kizuna_consent.domain.statements import Version
+from kizuna_consent.evidence import Evidence, seal
+from kizuna_consent.storage.interface import Appended, NewConsent, SubjectErased
 from tests.conftest import Keys
 from tests.integration.consent.service import Consent, running_consent
 
@@ -220,6 +222,50 @@ async def test_error_rows_change_nothing(consent: Consent) -> None:
     assert no_key.value.code() == S.UNAUTHENTICATED
 
 
+async def test_a_new_statement_version_is_found_once_published(consent: Consent) -> None:
+    """Statement versions already seen are remembered; that must not hide a newer one, nor
+    let a version that was never published through."""
+    await publish(consent, "privacy", "1.0")
+    first = await grant(consent, TANAKA, "privacy", "1.0")
+    request = pb.RecordConsentRequest(
+        subject_id=SATO, statement_id="privacy", version="1.1", decision=pb.DECISION_GRANTED
+    )
+    await consent.fails("RecordConsent", request, S.NOT_FOUND, "STATEMENT_NOT_FOUND")
+    await publish(consent, "privacy", "1.1")
+    second = await consent.call("RecordConsent", request)
+    again = await grant(consent, SATO, "privacy", "1.0")
+    assert (first.sequence, second.sequence, again.sequence) == (1, 2, 3)
+    await consent.fails(
+        "RecordConsent",
+        pb.RecordConsentRequest(
+            subject_id=SATO, statement_id="terms", version="1.0", decision=pb.DECISION_GRANTED
+        ),
+        S.NOT_FOUND,
+        "STATEMENT_NOT_FOUND",
+    )
+
+
+async def test_many_concurrent_records_of_new_and_erased_subjects(consent: Consent) -> None:
+    """Subjects looked up together: each caller gets its own subject's answer."""
+    await publish(consent, "privacy", "1.0")
+    await grant(consent, "warm", "privacy", "1.0")  # the statement version is known now
+    await asyncio.to_thread(consent.service.store.apply_merge, "merged", "survivor", 1)
+    await asyncio.to_thread(consent.service.store.apply_erasure, "erased", 2)
+    subjects = [f"s-{i % 25}" for i in range(150)] + ["merged", "survivor", "erased"] * 10
+    results = await asyncio.gather(
+        *(grant(consent, s, "privacy", "1.0") for s in subjects), return_exceptions=True
+    )
+    for subject, result in zip(subjects, results, strict=True):
+        if subject == "erased":
+            assert isinstance(result, grpc.aio.AioRpcError)
+            assert result.code() == S.FAILED_PRECONDITION
+        else:
+            assert isinstance(result, pb.RecordConsentResponse), result
+            assert result.subject_id == ("survivor" if subject == "merged" else subject)
+    verified = await consent.call("VerifyLedger", pb.VerifyLedgerRequest(), consent.keys.auditor)
+    assert (verified.ok, verified.records_checked) == (True, 1 + 150 + 20)
+
+
 async def test_idempotency_key_returns_the_first_answer(consent: Consent) -> None:
     await publish(consent, "privacy", "1.0")
     first = await grant(consent, TANAKA, "privacy", "1.0", key="form-1")
@@ -316,13 +362,82 @@ async def test_concurrent_records_form_one_chain(consent: Consent) -> None:
     assert sorted(r.sequence for r in replies) == list(range(1, 201))
     verified = await consent.call("VerifyLedger", pb.VerifyLedgerRequest(), consent.keys.auditor)
     assert (verified.ok, verified.records_checked) == (True, 200)
-    rows = await consent.stream(
+    rows = await export(consent, pb.ExportConsentStateRequest(at=ts("2100-01-01T00:00:00")))
+    assert sorted(r.subject_id for r in rows) == sorted(f"s-{i}" for i in range(20))
+    assert {r.status for r in rows} == {pb.CONSENT_STATUS_GRANTED}
+
+
+async def export(
+    consent: Consent, request: pb.ExportConsentStateRequest
+) -> list[pb.ExportedConsentState]:
+    messages = await consent.stream("ExportConsentState", request, consent.keys.auditor)
+    assert all(message.states for message in messages), "no message comes empty"
+    return [row for message in messages for row in message.states]
+
+
+def new_consent(
+    subject: str, statement: str, decision: Decision, effective_at: datetime
+) -> NewConsent:
+    """A record appended without RPCs (as `bench/seed_consent.py` does)."""
+    record_id = str(uuid.uuid4())
+    return NewConsent(
+        record_id=record_id,
+        subject_id=subject,
+        statement_id=statement,
+        version=Version(1, 0),
+        decision=decision,
+        effective_at=effective_at,
+        channel="store",
+        site_id="site-a",
+        evidence=seal(Evidence(ip="203.0.113.7"), bytes(32), record_id.encode()),
+        idempotency_key=None,
+    )
+
+
+async def test_export_batches_rows_in_order_across_messages(consent: Consent) -> None:
+    """More rows than one message holds: full messages, then the rest, the order kept, every
+    field of every row."""
+    await publish(consent, "privacy", "1.0")
+    await publish(consent, "terms", "1.0")
+    await publish(consent, "terms", "2.0")
+    effective = datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    subjects = [f"s-{n:04d}" for n in range(EXPORT_BATCH + 300)]
+    items = [
+        new_consent(
+            subject, "privacy", Decision.GRANTED if n % 3 else Decision.WITHDRAWN, effective
+        )
+        for n, subject in enumerate(subjects)
+    ] + [new_consent(subject, "terms", Decision.GRANTED, effective) for subject in subjects[:500]]
+    await asyncio.to_thread(consent.service.app.append, items)
+
+    messages = await consent.stream(
         "ExportConsentState",
         pb.ExportConsentStateRequest(at=ts("2100-01-01T00:00:00")),
         consent.keys.auditor,
     )
-    assert sorted(r.subject_id for r in rows) == sorted(f"s-{i}" for i in range(20))
-    assert {r.status for r in rows} == {pb.CONSENT_STATUS_GRANTED}
+    assert [len(m.states) for m in messages] == [EXPORT_BATCH, 800]
+    rows = [row for message in messages for row in message.states]
+    expected = sorted([(s, "privacy") for s in subjects] + [(s, "terms") for s in subjects[:500]])
+    assert [(r.subject_id, r.statement_id) for r in rows] == expected
+    by_key = {(r.subject_id, r.statement_id): r for r in rows}
+    assert by_key["s-0000", "privacy"].status == pb.CONSENT_STATUS_WITHDRAWN
+    assert by_key["s-0001", "privacy"].status == pb.CONSENT_STATUS_GRANTED
+    # A grant of MAJOR 1 once MAJOR 2 is out.
+    assert by_key["s-0001", "terms"].status == pb.CONSENT_STATUS_OUTDATED
+    assert {r.version for r in rows} == {"1.0"}
+    assert {r.effective_at.ToDatetime(tzinfo=UTC) for r in rows} == {effective}
+
+    # A statement filter, and a time before anything was effective: no message at all.
+    terms = await export(
+        consent,
+        pb.ExportConsentStateRequest(at=ts("2100-01-01T00:00:00"), statement_id="terms"),
+    )
+    assert [(r.subject_id, r.statement_id) for r in terms] == [(s, "terms") for s in subjects[:500]]
+    assert await export(consent, pb.ExportConsentStateRequest(at=ts("2024-03-01T12:30:15"))) == []
+
+
+async def test_export_of_an_empty_ledger_sends_no_message(consent: Consent) -> None:
+    assert await export(consent, pb.ExportConsentStateRequest(at=ts("2100-01-01T00:00:00"))) == []
 
 
 async def test_outdated_is_judged_as_of_the_time_asked(consent: Consent) -> None:
@@ -373,3 +488,37 @@ async def test_an_erasure_between_check_and_append_still_refuses(consent: Consen
     with pytest.raises(SubjectErased):
         await asyncio.to_thread(app.append, [prepared])
     assert consent.service.store.tree().size == 0
+
+
+async def test_an_erasure_between_check_and_record_still_refuses(consent: Consent) -> None:
+    """The grouped path: subjects are resolved under the writers' lock, with the append."""
+    await publish(consent, "privacy", "1.0")
+    app = consent.service.app
+
+    def request(subject: str) -> ConsentRequest:
+        return ConsentRequest(
+            subject_id=subject,
+            statement_id="privacy",
+            version="1.0",
+            decision=Decision.GRANTED,
+            effective_at=None,
+            channel="",
+            site_id="",
+            evidence=Evidence(ip="203.0.113.7"),
+            idempotency_key=None,
+        )
+
+    checked = [app.check(request(s)) for s in (TANAKA, SATO, "merged")]
+    await asyncio.to_thread(consent.service.store.apply_erasure, TANAKA, 1)
+    await asyncio.to_thread(consent.service.store.apply_merge, "merged", SATO, 2)
+    erased, sato, merged = await asyncio.to_thread(app.record, checked)
+    assert isinstance(erased, SubjectErased)
+    assert isinstance(sato, Appended)
+    assert isinstance(merged, Appended)
+    assert (sato.record.sequence, merged.record.sequence) == (1, 2)
+    assert merged.record.subject_id == SATO
+    history = await consent.stream(
+        "ListConsentHistory", pb.ListConsentHistoryRequest(subject_id=SATO), consent.keys.auditor
+    )
+    assert [h.record.evidence.ip for h in history] == ["203.0.113.7"] * 2
+    assert consent.service.store.tree().size == 2

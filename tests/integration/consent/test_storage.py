@@ -632,6 +632,37 @@ def test_identity_events_apply_once_by_position(ledger: Ledger) -> None:
     assert ledger.store.tracked_position() == 6
 
 
+def test_resolve_subjects_answers_each_id_as_the_single_lookups_would(ledger: Ledger) -> None:
+    assert ledger.store.resolve_subjects([]) == []
+    known = ledger.store.subject_key("known", create=True)
+    assert ledger.store.apply_merge("a", "b", position=1)
+    assert ledger.store.apply_merge("b", "c", position=2)
+    assert ledger.store.apply_erasure("gone", position=3)
+    assert ledger.store.apply_merge("old-gone", "gone", position=4)
+    assert ledger.store.apply_erasure("x", position=5)  # its key is shredded...
+    ids = ["new", "a", "known", "gone", "old-gone", "c", "new", "x"]
+
+    answers = ledger.store.resolve_subjects(ids)
+
+    assert [a.subject_id for a in answers] == ["new", "c", "known", "gone", "gone", "c", "new", "x"]
+    assert [a.erased for a in answers] == [False, False, False, True, True, False, False, True]
+    by_id = dict(zip(ids, answers, strict=True))
+    assert by_id["known"].key == known
+    # Keys made where missing, once per canonical subject, and kept.
+    for subject in ("new", "c"):
+        key = by_id[subject].key
+        assert key is not None
+        assert len(key) == 32
+        assert ledger.store.subject_key(subject, create=False) == key
+    assert by_id["a"].key == by_id["c"].key
+    assert ledger.store.subject_key("a", create=False) is None  # only the survivor's
+    # None for erased subjects, and none created for them.
+    assert by_id["gone"].key is None
+    assert by_id["x"].key is None
+    assert ledger.store.subject_key("gone", create=False) is None
+    assert ledger.store.resolve_subjects(ids) == answers
+
+
 def test_erasure_shreds_the_keys_and_the_ledger_still_verifies(ledger: Ledger) -> None:
     keys = {s: ledger.store.subject_key(s, create=True) for s in ("s", "m", "other")}
     assert all(k is not None and len(k) == 32 for k in keys.values())

@@ -90,8 +90,8 @@ def export(
     with channel, partial.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["subject_id", "statement_id", "status", "version", "effective_at"])
-        for row in consent.ExportConsentState(request, metadata=target.metadata):
-            writer.writerow(
+        for message in consent.ExportConsentState(request, metadata=target.metadata):
+            writer.writerows(
                 [
                     row.subject_id,
                     row.statement_id,
@@ -99,8 +99,9 @@ def export(
                     row.version,
                     row.effective_at.ToDatetime(tzinfo=UTC).isoformat(),
                 ]
+                for row in message.states
             )
-            progress.tick()
+            progress.tick(len(message.states))
     partial.replace(path)  # never leave a half file under the real name
     progress.done()
     return 0

@@ -327,8 +327,12 @@ class Story:
         with out.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["subject_id", "statement_id", "status", "version"])
-            for row in self.consent.ExportConsentState(
-                cpb.ExportConsentStateRequest(at=stamp(datetime.now(UTC))), metadata=self.meta
+            for row in (
+                row
+                for message in self.consent.ExportConsentState(
+                    cpb.ExportConsentStateRequest(at=stamp(datetime.now(UTC))), metadata=self.meta
+                )
+                for row in message.states
             ):
                 if row.statement_id in (terms, marketing):
                     writer.writerow(

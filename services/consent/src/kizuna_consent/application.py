@@ -14,20 +14,33 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from kizuna_consent.domain.chain import Verification, verify_chain
 from kizuna_consent.domain.checkpoint import Checkpoint, sign_checkpoint
 from kizuna_consent.domain.errors import ConsentError
+from kizuna_consent.domain.instants import read_canonical
 from kizuna_consent.domain.merkle import inclusion_proof, root_of
 from kizuna_consent.domain.records import ConsentRecord, Decision
 from kizuna_consent.domain.state import ConsentStatus, Entry, resolve
 from kizuna_consent.domain.statements import (
     Statement,
     Version,
+    is_outdated,
     latest_majors,
     publish_statement,
 )
 from kizuna_consent.evidence import Evidence, OpenedEvidence, check_evidence, open_sealed, seal
-from kizuna_consent.storage.interface import Appended, LedgerStore, NewConsent, SubjectErased
+from kizuna_consent.storage.interface import (
+    Appended,
+    LedgerStore,
+    NewConsent,
+    SubjectErased,
+    SubjectKey,
+)
 from kizuna_consent.wire import consent_recorded, statement_published
 
 MAX_ID = 128
+# Rows per list of `export_batches` (and per ExportConsentState message).
+EXPORT_BATCH = 1000
+
+# subject_id, statement_id, status, version ("MAJOR.MINOR"), effective_at
+ExportRow = tuple[str, str, ConsentStatus, str, datetime]
 
 
 def utcnow() -> datetime:
@@ -45,6 +58,15 @@ class ConsentRequest:
     site_id: str
     evidence: Evidence
     idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A request that passed every check but its subject's."""
+
+    request: ConsentRequest
+    version: Version
+    effective_at: datetime
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,8 @@ class ConsentApplication:
         self._signing_key = signing_key
         self._clock = clock
         self._on_recorded = on_recorded or (lambda: None)
+        # Statement versions seen published (they never change, nor go away).
+        self._published: set[tuple[str, Version]] = set()
 
     # Statements -----------------------------------------------------------
 
@@ -105,40 +129,73 @@ class ConsentApplication:
 
     def prepare(self, request: ConsentRequest) -> NewConsent | Appended:
         """Checks a request and seals its evidence; a known idempotency key short-cuts
-        to the first answer. Runs outside the append lock."""
+        to the first answer. Runs outside the append lock. (The service records most
+        requests by `check`, then `record` for many at once.)"""
         if request.idempotency_key:
             first = self.store.find_by_idempotency_key(request.idempotency_key)
             if first is not None:
                 check_same_request(first, request, self.store.canonical_subject(request.subject_id))
                 return Appended(first, created=False)
+        checked = self.check(request)
+        (subject,) = self.store.resolve_subjects([request.subject_id])
+        return self.seal(checked, subject)
+
+    def knows_statement(self, statement_id: str, version: str) -> bool:
+        """Whether `check` will find this statement version without reading the database."""
+        try:
+            return (statement_id, Version.parse(version)) in self._published
+        except ConsentError:
+            return False
+
+    def check(self, request: ConsentRequest) -> Checked:
+        """Everything about a request but its subject. A statement version is read once,
+        then known: a published version never changes nor goes away."""
         check_id(request.subject_id, "subject_id")
         too_long = check_evidence(request.evidence)
         if too_long or len(request.channel) > MAX_ID or len(request.site_id) > MAX_ID:
             raise InvalidRequest("field too long", fields=",".join(too_long or ["channel/site_id"]))
         version = Version.parse(request.version)
-        if self.store.get_statement(request.statement_id, version) is None:
-            raise StatementNotFound("no such statement version", statement_id=request.statement_id)
+        if (request.statement_id, version) not in self._published:
+            if self.store.get_statement(request.statement_id, version) is None:
+                raise StatementNotFound(
+                    "no such statement version", statement_id=request.statement_id
+                )
+            self._published.add((request.statement_id, version))
         now = self._clock()
         effective_at = request.effective_at or now
         if effective_at > now:
             raise EffectiveAtInFuture("effective_at must not be in the future")
-        subject = self.store.canonical_subject(request.subject_id)
-        if self.store.is_erased(subject):
+        return Checked(request, version, effective_at)
+
+    def record(self, batch: Sequence[Checked]) -> list[Appended | SubjectErased]:
+        """Checked requests appended in one durable transaction, their subjects resolved
+        in it (see kizuna_kit.group_commit); an erased subject's request answers
+        SubjectErased, the others are recorded."""
+        appended = self.store.append_resolving(
+            [checked.request.subject_id for checked in batch],
+            lambda i, subject: self.seal(batch[i], subject),
+            consent_recorded,
+            self._clock,
+        )
+        self._on_recorded()
+        return appended
+
+    def seal(self, checked: Checked, subject: SubjectKey) -> NewConsent:
+        """The request for its canonical subject, evidence sealed with the subject's key."""
+        if subject.erased or subject.key is None:
             raise SubjectErased("the subject was erased; no consent can be recorded")
-        key = self.store.subject_key(subject, create=True)
-        if key is None:
-            raise SubjectErased("the subject was erased; no consent can be recorded")
+        request = checked.request
         record_id = str(uuid.uuid4())
         return NewConsent(
             record_id=record_id,
-            subject_id=subject,
+            subject_id=subject.subject_id,
             statement_id=request.statement_id,
-            version=version,
+            version=checked.version,
             decision=request.decision,
-            effective_at=effective_at,
+            effective_at=checked.effective_at,
             channel=request.channel,
             site_id=request.site_id,
-            evidence=seal(request.evidence, key, record_id.encode()),
+            evidence=seal(request.evidence, subject.key, record_id.encode()),
             idempotency_key=request.idempotency_key or None,
         )
 
@@ -181,6 +238,26 @@ class ConsentApplication:
         latest = self._latest_majors(at, as_known_at)
         for subject, statement, entry in self.store.export_state(at, as_known_at, statement_id):
             yield subject, statement, resolve(entry, latest.get(statement))
+
+    def export_batches(
+        self, at: datetime | None, as_known_at: datetime | None, statement_id: str | None
+    ) -> Iterator[list[ExportRow]]:
+        """What `export_state` yields, in lists of up to EXPORT_BATCH rows (never an empty
+        one), without a per-row domain object: a stream of a million rows pays a few
+        operations per row."""
+        at = at or self._clock()
+        latest = self._latest_majors(at, as_known_at)
+        # Few distinct (statement, decision, version) exist: each is resolved once.
+        statuses: dict[tuple[str, str, str], ConsentStatus] = {}
+        for chunk in self.store.export_rows(at, as_known_at, statement_id, EXPORT_BATCH):
+            batch = []
+            for subject, statement, decision, version, effective_at in chunk:
+                status = statuses.get((statement, decision, version))
+                if status is None:
+                    status = export_status(statement, decision, version, latest)
+                    statuses[statement, decision, version] = status
+                batch.append((subject, statement, status, version, read_canonical(effective_at)))
+            yield batch
 
     def _latest_majors(self, at: datetime, as_known_at: datetime | None) -> dict[str, int]:
         cutoff = at if as_known_at is None else min(at, as_known_at)
@@ -226,6 +303,17 @@ class ConsentApplication:
     @property
     def public_key(self) -> bytes:
         return self._signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def export_status(
+    statement_id: str, decision: str, version: str, latest_majors: dict[str, int]
+) -> ConsentStatus:
+    """The status an export shows for a winning record (as `resolve` on its entry)."""
+    if Decision(decision) == Decision.WITHDRAWN:
+        return ConsentStatus.WITHDRAWN
+    if is_outdated(Version.parse(version), latest_majors.get(statement_id)):
+        return ConsentStatus.OUTDATED
+    return ConsentStatus.GRANTED
 
 
 def check_same_request(first: ConsentRecord, request: ConsentRequest, subject: str) -> None:

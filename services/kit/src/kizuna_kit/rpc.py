@@ -63,6 +63,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, keys: ApiKeys, policy: RpcPolicy) -> None:
         self._keys = keys
         self._policy = policy
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -73,6 +74,15 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = handler_call_details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
+        # A method's handler is the same object every call: wrap it once.
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Any) -> Any:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),

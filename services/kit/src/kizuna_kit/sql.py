@@ -21,7 +21,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,13 @@ class Database(Protocol):
 
     def stream(self, sql: str, params: Params) -> Iterator[Row]:
         """Rows of a long query, fetched in chunks, without holding them all in memory."""
+
+    def stream_chunks(
+        self, sql: str, params: Params, size: int
+    ) -> Generator[list[Row], None, None]:
+        """The rows of `stream`, as lists of up to `size` rows (never an empty one): no
+        per-row Python call between the database driver and the caller. Closing the
+        generator early releases its connection."""
 
     def setup(self, ddl: Sequence[str], seed: Sequence[tuple[str, Params]] = ()) -> None:
         """Runs the schema statements, then the seed rows, in one transaction. They must be
@@ -180,6 +188,18 @@ class SqliteDatabase:
         finally:
             conn.close()
 
+    def stream_chunks(
+        self, sql: str, params: Params, size: int
+    ) -> Generator[list[Row], None, None]:
+        # As `stream`, on a connection of its own.
+        conn = self._connect()
+        try:
+            cur = conn.execute(sql, params)
+            while chunk := cur.fetchmany(size):
+                yield chunk
+        finally:
+            conn.close()
+
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE.
         conn = sqlite3.connect(
@@ -241,18 +261,58 @@ class PgCursor:
 class PostgresDatabase:
     dialect = POSTGRES
 
-    def __init__(self, url: str, pool_size: int, name: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool_size: int,
+        name: str,
+        *,
+        check_after_idle_s: float = 0.0,
+        autocommit_reads: bool = False,
+    ) -> None:
+        """Two options for a store on a hot path (both off by default):
+
+        - `check_after_idle_s`: a connection is checked (one round trip) before it is
+          handed out only if it has been idle that long; 0 checks every time. Under load
+          none is then checked, and one broken by a server restart meanwhile fails the one
+          call that meets it (the pool then replaces it).
+        - `autocommit_reads`: each statement of `read()` is its own transaction: one round
+          trip instead of BEGIN, the statement and COMMIT. Under READ COMMITTED it sees what
+          it would have seen inside a transaction; only locks taken by a read (SELECT ...
+          FOR UPDATE) would no longer be held until the end of `read()`.
+        """
+        self._check_after_idle_s = check_after_idle_s
+        self._autocommit_reads = autocommit_reads
+        self._last_used: weakref.WeakKeyDictionary[psycopg.Connection[Row], float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._pool = ConnectionPool(
             url,
             min_size=pool_size,
             max_size=pool_size,
             kwargs={"autocommit": False},
             # A connection broken by a server restart is replaced, not handed out.
-            check=ConnectionPool.check_connection,
+            check=ConnectionPool.check_connection
+            if check_after_idle_s <= 0
+            else self._check_if_idle,
             name=name,
             open=False,
         )
         self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+
+    def _check_if_idle(self, conn: psycopg.Connection[Row]) -> None:
+        used = self._last_used.get(conn)
+        if used is None or time.monotonic() - used > self._check_after_idle_s:
+            ConnectionPool.check_connection(conn)
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Row]]:
+        with self._pool.connection() as conn:
+            try:
+                yield conn
+            finally:
+                if self._check_after_idle_s > 0:
+                    self._last_used[conn] = time.monotonic()
 
     def close(self) -> None:
         self._pool.close()
@@ -267,8 +327,19 @@ class PostgresDatabase:
 
     @contextmanager
     def read(self) -> Iterator[PgCursor]:
-        with self._pool.connection() as conn, conn.cursor() as cur:
-            yield PgCursor(cur)
+        with self._connection() as conn:
+            if not self._autocommit_reads:
+                with conn.cursor() as cur:
+                    yield PgCursor(cur)
+                return
+            conn.autocommit = True
+            try:
+                with conn.cursor() as cur:
+                    yield PgCursor(cur)
+            finally:
+                # (A broken connection is left as it is: the pool discards it.)
+                if conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    conn.autocommit = False
 
     @contextmanager
     def write(self) -> Iterator[PgCursor]:
@@ -276,7 +347,7 @@ class PostgresDatabase:
         # (a lock, a lookup) still waits for its result. Rowcounts are not known until a
         # sync in this mode: ask with RETURNING instead.
         with (
-            self._pool.connection() as conn,
+            self._connection() as conn,
             conn.pipeline(),
             conn.transaction(),
             conn.cursor() as cur,
@@ -286,7 +357,17 @@ class PostgresDatabase:
     def stream(self, sql: str, params: Params) -> Iterator[Row]:
         # A server-side (named) cursor: rows arrive STREAM_CHUNK at a time.
         name = f"kizuna_{uuid.uuid4().hex}"
-        with self._pool.connection() as conn, conn.cursor(name) as cur:
+        with self._connection() as conn, conn.cursor(name) as cur:
             cur.itersize = STREAM_CHUNK
             cur.execute(pyformat(sql), params)
             yield from cur
+
+    def stream_chunks(
+        self, sql: str, params: Params, size: int
+    ) -> Generator[list[Row], None, None]:
+        # A server-side (named) cursor: one FETCH of `size` rows per chunk.
+        name = f"kizuna_{uuid.uuid4().hex}"
+        with self._connection() as conn, conn.cursor(name) as cur:
+            cur.execute(pyformat(sql), params)
+            while chunk := cur.fetchmany(size):
+                yield chunk

@@ -26,10 +26,19 @@ class OutgoingEvent:
     payload: Message
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_FIRST, _LAST = -62135596800, 253402300799  # 0001-01-01 and 9999-12-31T23:59:59, UTC
+
+
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    """As `Timestamp.FromDatetime` (a naive value is UTC), several times cheaper: this runs
+    for every time in every message."""
+    since = value - (_NAIVE_EPOCH if value.utcoffset() is None else _EPOCH)
+    seconds = since.days * 86400 + since.seconds
+    if not _FIRST <= seconds <= _LAST:
+        raise ValueError(f"{value!r} is outside the range of a protobuf Timestamp")
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=since.microseconds * 1000)
 
 
 def event_id(service: str, position: int) -> str:

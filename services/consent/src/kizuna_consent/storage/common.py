@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, overload
 
 from eventsourcing.persistence import Notification
 
@@ -40,11 +40,13 @@ from kizuna_consent.storage.interface import (
     NewConsent,
     OutboxEvent,
     SubjectErased,
+    SubjectKey,
     TreeState,
 )
 from kizuna_kit.sql import Cursor, Database, Dialect, Params, Row, insert, select
 
 KEY_SIZE = 32
+ERASED = "the subject was erased; no consent can be recorded"
 
 
 # Schema ------------------------------------------------------------------------------
@@ -165,6 +167,8 @@ RECORD_COLUMNS = (
 )
 # What `entry_from_row` reads, in this order.
 ENTRY_COLUMNS = "statement_id, decision, version, effective_at, recorded_at, record_id, sequence"
+# What `export_rows` returns, in this order.
+EXPORT_COLUMNS = "subject_id, statement_id, decision, version, effective_at"
 STATEMENT_COLUMNS = "statement_id, major, minor, purpose, title, body, text_sha256, published_at"
 
 
@@ -174,10 +178,8 @@ INSERT_OUTBOX = (
     "INSERT INTO outbox (position, topic, originator_id, originator_version, envelope)"
     " VALUES (:position, :topic, :originator_id, :originator_version, :envelope)"
 )
-HEAD = (
-    "SELECT sequence, record_hash, tree_size, peaks, recorded_at, outbox_position"
-    " FROM ledger_head WHERE id = 1"
-)
+HEAD_COLUMNS = "sequence, record_hash, tree_size, peaks, recorded_at, outbox_position"
+HEAD = f"SELECT {HEAD_COLUMNS} FROM ledger_head WHERE id = 1"  # noqa: S608
 UPDATE_HEAD = (
     "UPDATE ledger_head SET sequence = :sequence, record_hash = :record_hash,"
     " tree_size = :tree_size, peaks = :peaks, recorded_at = :recorded_at,"
@@ -432,9 +434,11 @@ class SqlLedgerStore:
     _lock_clause: ClassVar[str] = ""
     # Winner per statement of one subject; `{filters}` takes the optional as_known_at clause.
     _state_sql: ClassVar[str]
-    # Rows of all subjects ordered by subject, statement, then winner first (only the first
-    # of each pair is used); same `{filters}`.
+    # `{columns}` of all subjects ordered by subject, statement, then winner first; same
+    # `{filters}`. Only the first row of each pair is used: `_export_distinct` says whether
+    # the query already returns no other.
     _export_sql: ClassVar[str]
+    _export_distinct: ClassVar[bool] = False
 
     def __init__(self, db: Database, triggers: Sequence[str]) -> None:
         """Opens the store on `db`, creating the schema, `triggers` and seed rows if
@@ -510,18 +514,24 @@ class SqlLedgerStore:
         keys = sorted({item.idempotency_key for item in batch if item.idempotency_key})
         with self._write() as cur:
             head = self._lock_head(cur)
-            # Checked again under the lock: an erasure may have landed since `prepare`.
+            # Checked again under the lock, in a statement of its own (so that its snapshot
+            # is taken once the lock is held): an erasure may have landed since `prepare`.
             self._refuse_erased(cur, sorted({item.subject_id for item in batch}))
             stored = self._records_by_keys(cur, keys)
-            # Read under the lock, and never behind the last record: recorded_at must not
-            # decrease along the ledger even if the clock steps back.
-            recorded_at = to_utc(now(), "recorded_at")
-            if head.recorded_at is not None and recorded_at < head.recorded_at:
-                recorded_at = head.recorded_at
+            recorded_at = self._recorded_at(head, now)
             plan = plan_append(head, batch, stored, recorded_at)
             if plan.created:
                 self._write_appended(cur, head, plan, event_for)
         return plan.results
+
+    @staticmethod
+    def _recorded_at(head: Head, now: Callable[[], datetime]) -> datetime:
+        # Read under the lock, and never behind the last record: recorded_at must not
+        # decrease along the ledger even if the clock steps back.
+        recorded_at = to_utc(now(), "recorded_at")
+        if head.recorded_at is not None and recorded_at < head.recorded_at:
+            recorded_at = head.recorded_at
+        return recorded_at
 
     def _write_appended(
         self,
@@ -555,14 +565,41 @@ class SqlLedgerStore:
 
     @staticmethod
     def _refuse_erased(cur: Cursor, subjects: Sequence[str]) -> None:
-        names = {f"s{i}": subject for i, subject in enumerate(subjects)}
-        placeholders = ", ".join(":" + name for name in names)
-        cur.execute(
-            f"SELECT subject_id FROM erased_subjects WHERE subject_id IN ({placeholders})",  # noqa: S608
-            names,
-        )
+        names, params = in_list("s", subjects)
+        cur.execute(f"SELECT 1 FROM erased_subjects WHERE subject_id IN {names}", params)  # noqa: S608
         if cur.fetchone() is not None:
-            raise SubjectErased("the subject was erased; no consent can be recorded")
+            raise SubjectErased(ERASED)
+
+    def append_resolving(
+        self,
+        subject_ids: Sequence[str],
+        build: Callable[[int, SubjectKey], NewConsent],
+        event_for: Callable[[ConsentRecord], OutboxEvent],
+        now: Callable[[], datetime],
+    ) -> list[Appended | SubjectErased]:
+        if not subject_ids:
+            return []
+        with self._write() as cur:
+            head = self._lock_head(cur)
+            # Read after the lock is held (erasures and merges take it too): nothing can
+            # change about these subjects until this transaction ends.
+            subjects = self._resolve(cur, subject_ids, create=True)
+            answers: list[Appended | SubjectErased | None] = []
+            batch = []
+            for i, subject in enumerate(subjects):
+                if subject.erased or subject.key is None:
+                    answers.append(SubjectErased(ERASED))
+                else:
+                    batch.append(build(i, subject))
+                    answers.append(None)
+            keys = sorted({item.idempotency_key for item in batch if item.idempotency_key})
+            stored = self._records_by_keys(cur, keys)
+            recorded_at = self._recorded_at(head, now)
+            plan = plan_append(head, batch, stored, recorded_at)
+            if plan.created:
+                self._write_appended(cur, head, plan, event_for)
+        appended = iter(plan.results)
+        return [next(appended) if answer is None else answer for answer in answers]
 
     def find_by_idempotency_key(self, key: str) -> ConsentRecord | None:
         return self._one_record("idempotency_key = :key", {"key": key})
@@ -584,14 +621,43 @@ class SqlLedgerStore:
     def export_state(
         self, at: datetime, as_known_at: datetime | None, statement_id: str | None
     ) -> Iterator[tuple[str, str, Entry]]:
+        columns = f"subject_id, {ENTRY_COLUMNS}"
+        for chunk in self._export_chunks(columns, at, as_known_at, statement_id, 1000):
+            for row in chunk:
+                yield row[0], row[1], entry_from_row(row[1:])
+
+    def export_rows(
+        self, at: datetime, as_known_at: datetime | None, statement_id: str | None, size: int
+    ) -> Iterator[list[Row]]:
+        return self._export_chunks(EXPORT_COLUMNS, at, as_known_at, statement_id, size)
+
+    def _export_chunks(
+        self,
+        columns: str,
+        at: datetime,
+        as_known_at: datetime | None,
+        statement_id: str | None,
+        size: int,
+    ) -> Iterator[list[Row]]:
+        """The winner rows (`columns`, starting with subject_id, statement_id), in lists of
+        up to `size`, never an empty one."""
         params = {"at": canonical_instant(at, "at")}
         filters = _visibility(params, as_known_at, statement_id)
-        last: tuple[str, str] | None = None
-        for row in self._stream(self._export_sql.format(filters=filters), params):
+        sql = self._export_sql.format(columns=columns, filters=filters)
+        chunks = self._db.stream_chunks(sql, params, size)
+        if self._export_distinct:
+            yield from chunks
+            return
+        subject = statement = None
+        for chunk in chunks:
             # Rows come in winner order within each (subject, statement): keep the first.
-            if (row[0], row[1]) != last:
-                last = (row[0], row[1])
-                yield row[0], row[1], entry_from_row(row[1:])
+            kept = []
+            for row in chunk:
+                if row[1] != statement or row[0] != subject:
+                    subject, statement = row[0], row[1]
+                    kept.append(row)
+            if kept:
+                yield kept
 
     def history(self, subject_ids: Sequence[str]) -> Iterator[ConsentRecord]:
         if not subject_ids:
@@ -653,6 +719,86 @@ class SqlLedgerStore:
             cur.execute(select, {"id": subject_id})
             row = cur.fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
+
+    def resolve_subjects(self, subject_ids: Sequence[str]) -> list[SubjectKey]:
+        if not subject_ids:
+            return []
+        with self._read() as cur:
+            answers = self._resolve(cur, subject_ids, create=False)
+        if answers is None:  # keys to create first
+            with self._write() as cur:
+                return self._resolve(cur, subject_ids, create=True)
+        return answers
+
+    @overload
+    def _resolve(
+        self, cur: Cursor, subject_ids: Sequence[str], create: Literal[True]
+    ) -> list[SubjectKey]: ...
+
+    @overload
+    def _resolve(
+        self, cur: Cursor, subject_ids: Sequence[str], create: Literal[False]
+    ) -> list[SubjectKey] | None: ...
+
+    def _resolve(
+        self, cur: Cursor, subject_ids: Sequence[str], create: bool
+    ) -> list[SubjectKey] | None:
+        """`resolve_subjects` with this cursor; None if a key is missing and not `create`
+        (creating one writes: `cur` must then be in a write transaction)."""
+        found = self._subject_facts(cur, sorted(set(subject_ids)))
+        # A merged id's survivor needs its own facts (the canonical id is the live end of
+        # the chain: one more round at most).
+        survivors = sorted({f.canonical for f in found.values()} - found.keys())
+        if survivors:
+            found |= self._subject_facts(cur, survivors)
+        missing = sorted(
+            {f.canonical for f in found.values()}
+            - {c for c, f in found.items() if f.erased or f.has_key}
+        )
+        if missing:
+            if not create:
+                return None
+            # Racing an erasure is safe: both write these rows, and a shredded (NULL) key
+            # is never overwritten, so whichever commits first, the key ends up destroyed.
+            cur.executemany(
+                "INSERT INTO subject_keys (subject_id, evidence_key) VALUES (:id, :key)"
+                " ON CONFLICT (subject_id) DO NOTHING",
+                [{"id": i, "key": secrets.token_bytes(KEY_SIZE)} for i in missing],
+            )
+            found |= self._subject_facts(cur, missing)
+        answers = []
+        for subject_id in subject_ids:
+            canonical = found[subject_id].canonical
+            facts = found[canonical]
+            answers.append(SubjectKey(canonical, facts.erased, facts.key))
+        return answers
+
+    def _subject_facts(self, cur: Cursor, ids: Sequence[str]) -> dict[str, _SubjectFacts]:
+        """Alias, erasure and key of each id, in one statement."""
+        names, params = in_list("s", ids)
+        cur.execute(
+            # The key branch first: PostgreSQL types a bare NULL column from the left.
+            f"SELECT 'k', subject_id, NULL, evidence_key FROM subject_keys"  # noqa: S608
+            f" WHERE subject_id IN {names}"
+            f" UNION ALL SELECT 'a', merged_id, canonical_id, NULL FROM subject_aliases"
+            f" WHERE merged_id IN {names}"
+            f" UNION ALL SELECT 'e', subject_id, NULL, NULL FROM erased_subjects"
+            f" WHERE subject_id IN {names}",
+            params,
+        )
+        canonical: dict[str, str] = {}
+        erased: set[str] = set()
+        keys: dict[str, bytes | None] = {}
+        for kind, subject_id, alias, key in cur.fetchall():
+            if kind == "a":
+                canonical[subject_id] = alias
+            elif kind == "e":
+                erased.add(subject_id)
+            else:
+                keys[subject_id] = None if key is None else bytes(key)
+        return {
+            i: _SubjectFacts(canonical.get(i, i), i in erased, i in keys, keys.get(i)) for i in ids
+        }
 
     def apply_merge(self, merged_id: str, survivor_id: str, position: int) -> bool:
         with self._write() as cur:
@@ -801,6 +947,14 @@ class SqlLedgerStore:
             return False
         cur.execute("UPDATE tracking SET position = :position WHERE id = 1", {"position": position})
         return True
+
+
+@dataclass(frozen=True)
+class _SubjectFacts:
+    canonical: str
+    erased: bool
+    has_key: bool  # a row in subject_keys, even a shredded (NULL) one
+    key: bytes | None
 
 
 def record_leaf_of(record_hash: object) -> bytes:

@@ -54,6 +54,16 @@ class NewConsent:
 
 
 @dataclass(frozen=True)
+class SubjectKey:
+    """What recording for a subject id needs: its canonical (survivor) id, whether that
+    subject is erased, and its evidence key (None once shredded)."""
+
+    subject_id: str
+    erased: bool
+    key: bytes | None
+
+
+@dataclass(frozen=True)
 class Appended:
     record: ConsentRecord
     # False when the idempotency key was seen before: `record` is the first answer.
@@ -106,6 +116,18 @@ class LedgerStore(Protocol):
         EffectiveInFuture) must not poison the others: validate before opening the
         transaction, or raise and let the caller retry items one by one."""
 
+    def append_resolving(
+        self,
+        subject_ids: Sequence[str],
+        build: Callable[[int, SubjectKey], NewConsent],
+        event_for: Callable[[ConsentRecord], OutboxEvent],
+        now: Callable[[], datetime],
+    ) -> list[Appended | SubjectErased]:
+        """`append` for requests whose subjects are not resolved yet, in ONE transaction:
+        after taking the lock, each subject id is resolved (`resolve_subjects`, keys made
+        for new subjects), and `build(i, subject)` gives the i-th item to append. An erased
+        (or shredded) subject's item answers SubjectErased and the others are appended."""
+
     def find_by_idempotency_key(self, key: str) -> ConsentRecord | None: ...
 
     def find_record(self, record_id: str) -> ConsentRecord | None: ...
@@ -124,6 +146,13 @@ class LedgerStore(Protocol):
     ) -> Iterator[tuple[str, str, Entry]]:
         """(canonical subject, statement_id, entry) for every subject, streamed
         (server-side cursor on PostgreSQL), ordered by subject then statement."""
+
+    def export_rows(
+        self, at: datetime, as_known_at: datetime | None, statement_id: str | None, size: int
+    ) -> Iterator[list[tuple[str, str, str, str, str]]]:
+        """What `export_state` streams, raw and cheap: lists of up to `size` rows (never
+        an empty one) of (subject_id, statement_id, decision "GRANTED"/"WITHDRAWN", version
+        "MAJOR.MINOR", effective_at in canonical text), same order."""
 
     def history(self, subject_ids: Sequence[str]) -> Iterator[ConsentRecord]:
         """Ledger records of these recorded subject ids, in ledger order."""
@@ -149,6 +178,11 @@ class LedgerStore(Protocol):
     def subject_key(self, subject_id: str, create: bool) -> bytes | None:
         """The subject's 32-byte evidence key; created when missing and `create`;
         None once shredded (erased)."""
+
+    def resolve_subjects(self, subject_ids: Sequence[str]) -> list[SubjectKey]:
+        """For each id, in order: `canonical_subject`, `is_erased` of it and its key as
+        `subject_key(create=True)` would give it (no key is created for an erased
+        subject), in a few statements for the whole list, however long."""
 
     def apply_merge(self, merged_id: str, survivor_id: str, position: int) -> bool:
         """In one transaction with tracking: alias merged -> survivor, move the merged

@@ -53,9 +53,15 @@ class PostgresLedgerStore(SqlLedgerStore):
         ) AS w"""  # noqa: S608
     # Reads timeline_winner in its own order: no sort, one pass over the index.
     _export_sql = f"""
-        SELECT DISTINCT ON (subject_id, statement_id) subject_id, {ENTRY_COLUMNS}
+        SELECT DISTINCT ON (subject_id, statement_id) {{columns}}
         FROM timeline WHERE effective_at <= :at{{filters}}
         ORDER BY subject_id, statement_id, {WINNER_ORDER_SQL}"""  # noqa: S608
+    _export_distinct = True
 
     def __init__(self, url: str, pool_size: int = 8) -> None:
-        super().__init__(PostgresDatabase(url, pool_size, name="kizuna-consent"), TRIGGERS)
+        # RecordConsent's hot path reads once per group of requests and writes once per
+        # group: no extra round trips for a liveness check or BEGIN/COMMIT around reads.
+        database = PostgresDatabase(
+            url, pool_size, name="kizuna-consent", check_after_idle_s=1.0, autocommit_reads=True
+        )
+        super().__init__(database, TRIGGERS)

@@ -12,7 +12,6 @@ from pathlib import Path
 from kizuna_consent.domain.state import WINNER_ORDER_SQL
 from kizuna_consent.storage.common import (
     APPEND_ONLY_TABLES,
-    ENTRY_COLUMNS,
     STATEMENT_IDS_CTE,
     SqlLedgerStore,
 )
@@ -41,7 +40,7 @@ class SqliteLedgerStore(SqlLedgerStore):
     # Streamed in index order, no sort: the first row of each (subject, statement) is its
     # winner. (A window function would need a temp B-tree to order its output.)
     _export_sql = f"""
-        SELECT subject_id, {ENTRY_COLUMNS} FROM timeline WHERE effective_at <= :at{{filters}}
+        SELECT {{columns}} FROM timeline WHERE effective_at <= :at{{filters}}
         ORDER BY subject_id, statement_id, {WINNER_ORDER_SQL}"""  # noqa: S608
 
     def __init__(self, path: Path) -> None:

@@ -571,7 +571,9 @@ class ExportConsentStateRequest(_message.Message):
 Global___ExportConsentStateRequest: _TypeAlias = ExportConsentStateRequest  # noqa: Y015
 
 @_typing.final
-class ExportConsentStateResponse(_message.Message):
+class ExportedConsentState(_message.Message):
+    """One subject's state of one statement."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
@@ -597,6 +599,31 @@ class ExportConsentStateResponse(_message.Message):
     _HasFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at", "statement_id", b"statement_id", "status", b"status", "subject_id", b"subject_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportedConsentState: _TypeAlias = ExportedConsentState  # noqa: Y015
+
+@_typing.final
+class ExportConsentStateResponse(_message.Message):
+    """A batch of rows: every message but the last carries up to a thousand; an export with
+    no rows sends no message. Rows come ordered by subject_id, then statement_id, across
+    messages.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExportedConsentState]: ...
+    def __init__(
+        self,
+        *,
+        states: _abc.Iterable[Global___ExportedConsentState] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

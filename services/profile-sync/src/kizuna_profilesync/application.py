@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +67,14 @@ class ProfileSyncApplication:
         if seq is not None:
             self._on_delivery()
         return seq
+
+    def project_batch(self, stream: str, envelopes: Sequence[Envelope]) -> list[int | None]:
+        """Applies consumed events of one stream together, in one transaction."""
+        with self._projecting:
+            seqs = self.store.apply_batch(stream, envelopes, self.connectors.targets(), projector)
+        if any(seq is not None for seq in seqs):
+            self._on_delivery()
+        return seqs
 
     def profile(self, customer_id: str) -> Profile | None:
         return self.store.get_profile(customer_id)

@@ -90,18 +90,23 @@ class Deliverer:
         if not due:
             return False
         if connector.kind == ConnectorKind.FILE_EXPORT:
-            for delivery in due:
-                await asyncio.to_thread(
-                    self._store.mark_delivered, connector.connector_id, delivery.delivery_id, now
-                )
-            return True
-        secret = self._connectors.secret(connector)
-        await asyncio.gather(*(self._send(http, connector, secret, d) for d in due))
+            delivered = [d.delivery_id for d in due]
+        else:
+            secret = self._connectors.secret(connector)
+            sent = await asyncio.gather(*(self._send(http, connector, secret, d) for d in due))
+            delivered = [d.delivery_id for d, ok in zip(due, sent, strict=True) if ok]
+            now = self._clock()
+        # One transaction for the round's successes.
+        await asyncio.to_thread(
+            self._store.mark_delivered_many, connector.connector_id, delivered, now
+        )
         return True
 
     async def _send(
         self, http: httpx.AsyncClient, connector: Connector, secret: str, delivery: StoredDelivery
-    ) -> None:
+    ) -> bool:
+        """Sends one delivery; True when it went through (the caller marks it delivered),
+        otherwise its failure is recorded here."""
         sent_at = self._clock()
         signed = headers(secret, delivery.delivery_id, int(sent_at.timestamp()), delivery.body)
         try:
@@ -117,8 +122,8 @@ class Deliverer:
         step = next_step(self._policy, delivery.attempts + 1, attempt, now, self._random)
         store, connector_id = self._store, connector.connector_id
         if step.verdict == Verdict.DELIVERED:
-            await asyncio.to_thread(store.mark_delivered, connector_id, delivery.delivery_id, now)
-        elif step.verdict == Verdict.RETRY:
+            return True
+        if step.verdict == Verdict.RETRY:
             await asyncio.to_thread(
                 store.mark_failed, connector_id, delivery.delivery_id, step.reason, step.due(now)
             )
@@ -136,3 +141,4 @@ class Deliverer:
                     self._connectors.pause, connector_id, f"receiver answered {step.reason}"
                 )
             log.warning("delivery.connector_paused", connector=connector_id, reason=step.reason)
+        return False

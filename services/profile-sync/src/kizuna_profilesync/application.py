@@ -15,6 +15,7 @@ from kizuna_profilesync.connectors import ConnectorsApplication
 from kizuna_profilesync.domain.connector import ConnectorError, ConnectorKind
 from kizuna_profilesync.domain.export_format import ExportFormat, file_name, lines
 from kizuna_profilesync.domain.profile import Profile
+from kizuna_profilesync.domain.projection import project, run
 from kizuna_profilesync.projector import projector
 from kizuna_profilesync.storage.interface import (
     ConnectorCounts,
@@ -135,15 +136,14 @@ class ProfileSyncApplication:
         with self._projecting:
             profiles: dict[str, Profile] = {}
             events = 0
-            for seq, _stream, envelope in self.store.inbox(1):
-                changed, _ = projector(
-                    envelope, seq, lambda customer: profiles.get(customer), [], _holds_nothing
-                )
-                for customer_id, profile in changed.items():
-                    if profile is None:
+            # The domain fold alone: with no connectors to gate for, the projector would
+            # only wrap it.
+            for _seq, _stream, envelope in self.store.inbox(1):
+                for customer_id, change in run(profiles, project(envelope)).items():
+                    if change.after is None:
                         profiles.pop(customer_id, None)
                     else:
-                        profiles[customer_id] = profile
+                        profiles[customer_id] = change.after
                 events += 1
             self.store.replace_profiles(sorted(profiles.items()))
         return events
@@ -192,10 +192,6 @@ class ProfileSyncApplication:
     def delete_connector(self, connector_id: str) -> None:
         self.connectors.delete(connector_id)
         self.store.drop_connector(connector_id)
-
-
-def _holds_nothing(connector_id: str, customer_id: str) -> bool:
-    return False
 
 
 class NotAnExportConnector(ConnectorError):

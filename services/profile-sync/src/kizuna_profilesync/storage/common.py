@@ -428,7 +428,7 @@ class SqlSyncStore:
 
     def inbox(self, from_seq: int = 1) -> Iterator[tuple[int, str, Envelope]]:
         sql = select("seq, stream, envelope", "inbox", "WHERE seq >= :from ORDER BY seq")
-        for seq, stream, data in self._db.stream(sql, {"from": from_seq}):
+        for seq, stream, data in self._db.stream(sql, {"from": from_seq}, binary=True):
             yield seq, stream, Envelope.FromString(bytes(data))
 
     # Deliveries ----------------------------------------------------------------------

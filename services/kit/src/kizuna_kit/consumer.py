@@ -6,8 +6,8 @@ has no second effect. Messages are applied strictly in stream order, one at a ti
 a failing message is retried in place (never skipped ahead of) and only dead-lettered
 after the last attempt. One running Consumer per durable is assumed.
 
-Batch mode (`apply_batch`): the messages one fetch returns (whatever is waiting, up to
-`batch`; a lone message does not wait for company) are applied together in one call, which
+Batch mode (`apply_batch`): the messages one fetch returns (it returns as soon as there is
+something, with whatever else is waiting, up to `batch`) are applied together in one call, which
 must record all their positions in one transaction with their effects, then acked. If that
 call fails, nothing of the batch took effect and its messages go through `apply` one at a
 time, with the usual retries and dead letters, so a poison message costs only itself.
@@ -20,7 +20,6 @@ import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 
-import nats.errors
 import psycopg
 import psycopg_pool
 import structlog
@@ -48,8 +47,6 @@ STREAM_SEQ_HEADER = "Kizuna-Stream-Seq"
 ORIGINAL_MSG_ID_HEADER = "Kizuna-Original-Msg-Id"
 ACK_WAIT_SECONDS = 30.0
 FETCH_TIMEOUT_SECONDS = 2.0
-# Batch mode: how long the pull for "whatever else is waiting" may linger on the server.
-WAITING_TIMEOUT_SECONDS = 0.001
 RETRY_DELAY_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 5.0
 
@@ -137,12 +134,13 @@ class Consumer:
         try:
             while True:
                 try:
-                    if self._apply_batch is None:
-                        msgs = await sub.fetch(self._batch, timeout=FETCH_TIMEOUT_SECONDS)
-                    else:
-                        msgs = await self._fetch_waiting(sub)
-                except nats.errors.TimeoutError:
-                    continue  # nothing new (or NATS is reconnecting)
+                    # Returns as soon as something is there, with whatever else is waiting.
+                    msgs = await sub.fetch(self._batch, timeout=FETCH_TIMEOUT_SECONDS)
+                except TimeoutError:
+                    # Nothing new (or NATS is reconnecting). nats.errors.TimeoutError is one;
+                    # a fetch whose deadline passes between its two requests raises the
+                    # builtin one, which must not restart the consumer either.
+                    continue
                 if self._apply_batch is None:
                     for msg in msgs:
                         await self._handle(js, msg)
@@ -151,16 +149,6 @@ class Consumer:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-
-    async def _fetch_waiting(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
-        """The next message as soon as there is one, with whatever else is already waiting
-        (up to `batch`). A pull for n > 1 messages lingers until it has n or expires, so
-        the first message is pulled alone and the rest with a pull that expires at once."""
-        msgs = await sub.fetch(1, timeout=FETCH_TIMEOUT_SECONDS)
-        if self._batch > 1:
-            with contextlib.suppress(nats.errors.TimeoutError):
-                msgs += await sub.fetch(self._batch - 1, timeout=WAITING_TIMEOUT_SECONDS)
-        return msgs
 
     def _config(self) -> ConsumerConfig:
         return ConsumerConfig(

@@ -90,9 +90,12 @@ def schema(dialect: Dialect) -> list[str]:
 
 # Under the apply lock: which positions of a batch are in already, the last seq, then the
 # new rows numbered on from it.
+# One row at least: the last seq, then each position already in (NULL when none is).
 SEEN_POSITIONS = """
-    SELECT position FROM inbox WHERE stream = :stream AND position >= :lo AND position <= :hi"""
-LAST_SEQ = "SELECT COALESCE(max(seq), 0) FROM inbox"
+    SELECT last.seq, seen.position
+    FROM (SELECT COALESCE(max(seq), 0) AS seq FROM inbox) AS last
+    LEFT JOIN inbox AS seen
+        ON seen.stream = :stream AND seen.position >= :lo AND seen.position <= :hi"""
 INSERT_INBOX = insert("inbox", "seq, stream, position, envelope")
 # Customers (and connectors) per IN list when a batch reads its profiles up front.
 PREFETCH_CHUNK = 500
@@ -269,9 +272,9 @@ class SqlSyncStore:
             cur.execute(
                 SEEN_POSITIONS, {"stream": stream, "lo": min(positions), "hi": max(positions)}
             )
-            seen = {int(p) for (p,) in cur.fetchall()}
-            cur.execute(LAST_SEQ, {})
-            last = int(cur.fetchone()[0])
+            rows = cur.fetchall()
+            last = int(rows[0][0])
+            seen = {int(p) for _, p in rows if p is not None}
             fresh: list[tuple[int, Envelope]] = []
             seqs: list[int | None] = []
             for envelope in envelopes:

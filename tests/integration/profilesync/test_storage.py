@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ import psycopg
 import pytest
 
 from kizuna.events.v1.envelope_pb2 import Envelope
+from kizuna_kit.testing.postgres import PostgresCluster
 from kizuna_profilesync.domain.profile import (
     ConsentEntry,
     ConsentStatus,
@@ -520,3 +522,86 @@ def test_racing_redeliveries_apply_once(sync: Sync) -> None:
     assert profile is not None
     assert profile.identity_version == n
     assert sync.project.calls == n
+
+
+# 7. Batches ------------------------------------------------------------------------------
+
+BATCH = [
+    (1, "x", "test.Touch"),
+    (2, "y", "test.Touch"),
+    (3, "x", "test.Touch"),  # sees the x that position 1 left, in the same transaction
+    (4, "y", ERASE),  # y was sent earlier in this batch: a deletion goes out
+    (5, "y", ERASE),  # nobody holds y any more: nothing
+    (6, "z", "test.Touch"),
+]
+
+
+def test_a_batch_equals_its_events_applied_one_by_one(
+    sync: Sync, database_url: str | None, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    other_url, name = None, f"test_{uuid.uuid4().hex}"
+    if database_url is not None:  # a second, empty PostgreSQL database
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        other_url = cluster.create_database(name)
+    one_by_one = Sync(other_url, tmp_path / "one-by-one.sqlite")
+    try:
+        for position, customer, type_ in BATCH:
+            one_by_one.apply(IDENTITY, position, customer, type_)
+        envelopes = [envelope(IDENTITY, p, c, t) for p, c, t in BATCH]
+        seqs = sync.store.apply_batch(IDENTITY, envelopes, TARGETS, sync.project)
+        assert seqs == [1, 2, 3, 4, 5, 6]
+        assert sync.snapshot(["x", "y", "z"]) == one_by_one.snapshot(["x", "y", "z"])
+        assert sync.due() == [did(HOOK, 1, "x"), did(HOOK, 2, "y"), did(HOOK, 6, "z")]
+    finally:
+        one_by_one.store.close()
+        if other_url is not None:
+            cluster.drop_database(name)
+
+
+def test_a_redelivered_batch_applies_only_what_is_new(sync: Sync) -> None:
+    sync.apply(IDENTITY, 1, "x")
+    sync.apply(IDENTITY, 2, "y")
+    envelopes = [envelope(IDENTITY, p, "x") for p in (1, 2, 3, 3, 4)]  # 3 twice in one batch
+    assert sync.store.apply_batch(IDENTITY, envelopes, TARGETS, sync.project) == [
+        None,
+        None,
+        3,
+        None,
+        4,
+    ]
+    assert sync.project.calls == 4  # two singles, then only positions 3 and 4
+    assert [(seq, e.position) for seq, _, e in sync.store.inbox()] == [
+        (1, 1),
+        (2, 2),
+        (3, 3),
+        (4, 4),
+    ]
+    # The same batch once more (a crash between commit and ack): no second effect.
+    before = sync.snapshot(["x", "y"])
+    assert sync.store.apply_batch(IDENTITY, envelopes, TARGETS, sync.project) == [None] * 5
+    assert sync.snapshot(["x", "y"]) == before
+
+
+def test_a_batch_failing_half_way_changes_nothing(sync: Sync) -> None:
+    sync.apply(IDENTITY, 1, "x")
+    before = sync.snapshot(["x", "y"])
+    calls = 0
+
+    def explode_on_second(
+        envelope: Envelope,
+        seq: int,
+        load: ProfileLoader,
+        targets: Sequence[Target],
+        holds: HoldingLookup,
+    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery]]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("poison")
+        return sync.project(envelope, seq, load, targets, holds)
+
+    envelopes = [envelope(IDENTITY, p, c) for p, c in ((2, "y"), (3, "x"), (4, "y"))]
+    with pytest.raises(RuntimeError):
+        sync.store.apply_batch(IDENTITY, envelopes, TARGETS, explode_on_second)
+    assert sync.snapshot(["x", "y"]) == before
+    assert sync.store.apply_batch(IDENTITY, envelopes, TARGETS, sync.project) == [2, 3, 4]

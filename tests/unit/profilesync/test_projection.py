@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypedDict
 
 import pytest
@@ -36,6 +36,8 @@ from kizuna_profilesync.domain.projection import (
     SetConsent,
     UnlinkIdentity,
     UpsertProfile,
+    _evolve,
+    _instant,
     apply,
     project,
     resolve_target,
@@ -558,3 +560,22 @@ def test_entry_builder_matches_set_consent() -> None:
     (op,) = project(consent(sequence=3, effective=later(1), recorded=later(2)))
     assert isinstance(op, SetConsent)
     assert op.entry() == entry(effective=later(1), recorded=later(2), sequence=3)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(0, 0), (1_743_498_000, 123_456_789), (1_743_498_000, 999), (-86_400, 500_000_001)],
+)
+def test_instants_read_as_protobuf_reads_them(seconds: int, nanos: int) -> None:
+    value = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    ours, theirs = _instant(value), value.ToDatetime(tzinfo=UTC)
+    assert (ours, ours.tzinfo) == (theirs, theirs.tzinfo)
+
+
+def test_evolve_is_dataclasses_replace() -> None:
+    before = Profile(customer_id=ALICE, sites=("a",), identity_version=3)
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    assert _evolve(before, sites=("a", "b"), identity_version=4, updated_at=at) == replace(
+        before, sites=("a", "b"), identity_version=4, updated_at=at
+    )
+    assert _evolve(before) == before

@@ -5,6 +5,12 @@ same transaction as its effect and skips sequences it already holds, so a redeli
 has no second effect. Messages are applied strictly in stream order, one at a time:
 a failing message is retried in place (never skipped ahead of) and only dead-lettered
 after the last attempt. One running Consumer per durable is assumed.
+
+Batch mode (`apply_batch`): the messages one fetch returns (it returns as soon as there is
+something, with whatever else is waiting, up to `batch`) are applied together in one call, which
+must record all their positions in one transaction with their effects, then acked. If that
+call fails, nothing of the batch took effect and its messages go through `apply` one at a
+time, with the usual retries and dead letters, so a poison message costs only itself.
 """
 
 from __future__ import annotations
@@ -12,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-import nats.errors
 import psycopg
 import psycopg_pool
 import structlog
@@ -32,6 +37,8 @@ from kizuna_kit.wire import MSG_ID
 log = structlog.get_logger("kizuna.consumer")
 
 Apply = Callable[[Envelope, int], Awaitable[None]]
+# (envelope, stream sequence) in stream order; all or nothing.
+ApplyBatch = Callable[[Sequence[tuple[Envelope, int]]], Awaitable[None]]
 
 DEADLETTER_STREAM = "DEADLETTER"
 DEADLETTER_SUBJECTS = ("deadletter.>",)
@@ -73,11 +80,13 @@ class Consumer:
         batch: int = 100,
         filter_subject: str | None = None,
         transient: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
+        apply_batch: ApplyBatch | None = None,
     ) -> None:
         self.stream = stream
         self.durable = durable
         self._link = link
         self._apply = apply
+        self._apply_batch = apply_batch
         self._max_attempts = max(1, max_attempts)
         self._backoff = backoff_seconds
         self._batch = batch
@@ -125,11 +134,18 @@ class Consumer:
         try:
             while True:
                 try:
+                    # Returns as soon as something is there, with whatever else is waiting.
                     msgs = await sub.fetch(self._batch, timeout=FETCH_TIMEOUT_SECONDS)
-                except nats.errors.TimeoutError:
-                    continue  # nothing new (or NATS is reconnecting)
-                for msg in msgs:
-                    await self._handle(js, msg)
+                except TimeoutError:
+                    # Nothing new (or NATS is reconnecting). nats.errors.TimeoutError is one;
+                    # a fetch whose deadline passes between its two requests raises the
+                    # builtin one, which must not restart the consumer either.
+                    continue
+                if self._apply_batch is None:
+                    for msg in msgs:
+                        await self._handle(js, msg)
+                else:
+                    await self._handle_batch(js, msgs)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -163,6 +179,51 @@ class Consumer:
             await self._dead_letter(js, msg, seq, error)
         await msg.ack()
         self._processed = seq
+
+    async def _handle_batch(self, js: JetStreamContext, msgs: list[Msg]) -> None:
+        """Runs of decodable messages go to `apply_batch` together; an undecodable one
+        ends a run and is dead-lettered on its own, in its place."""
+        run: list[tuple[Msg, Envelope, int]] = []
+        for msg in msgs:
+            seq = msg.metadata.sequence.stream
+            if seq <= self._processed:
+                await msg.ack()  # a redelivery of what we handled
+                continue
+            try:
+                event = Envelope.FromString(msg.data)
+            except DecodeError:
+                await self._apply_run(js, run)
+                run = []
+                await self._handle(js, msg)
+                continue
+            run.append((msg, event, seq))
+        await self._apply_run(js, run)
+
+    async def _apply_run(self, js: JetStreamContext, run: list[tuple[Msg, Envelope, int]]) -> None:
+        if len(run) <= 1 or self._apply_batch is None:
+            for msg, _, _ in run:
+                await self._handle(js, msg)
+            return
+        try:
+            await self._apply_batch([(event, seq) for _, event, seq in run])
+        except Exception as exc:
+            log.warning(
+                "consumer.batch_failed",
+                stream=self.stream,
+                durable=self.durable,
+                first_seq=run[0][2],
+                size=len(run),
+                error=type(exc).__name__,
+            )
+            # Nothing of the batch took effect: one at a time now, so only a poison
+            # message is retried and dead-lettered, and the rest apply in order.
+            for msg, _, _ in run:
+                await self._handle(js, msg)
+            return
+        for msg, _, _ in run:
+            await msg.ack()
+        CONSUMER_APPLIED.labels(self.stream, self.durable).inc(len(run))
+        self._processed = run[-1][2]
 
     async def _apply_with_retries(self, msg: Msg, event: Envelope, seq: int) -> Exception | None:
         """None once applied; the last error after max_attempts failures (transient

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
+import psycopg.sql
 from psycopg_pool import ConnectionPool
 
 Row = tuple[Any, ...]
@@ -71,8 +72,10 @@ class Database(Protocol):
     def write(self) -> AbstractContextManager[Cursor]:
         """A cursor in one write transaction: committed at exit, rolled back on error."""
 
-    def stream(self, sql: str, params: Params) -> Iterator[Row]:
-        """Rows of a long query, fetched in chunks, without holding them all in memory."""
+    def stream(self, sql: str, params: Params, *, binary: bool = False) -> Iterator[Row]:
+        """Rows of a long query, fetched in chunks, without holding them all in memory.
+        `binary`: where the backend has a choice, rows travel in binary form (cheaper for
+        byte strings; values come back as the same Python types)."""
 
     def stream_chunks(
         self, sql: str, params: Params, size: int
@@ -179,7 +182,7 @@ class SqliteDatabase:
                     conn.execute("ROLLBACK")
                 raise
 
-    def stream(self, sql: str, params: Params) -> Iterator[Row]:
+    def stream(self, sql: str, params: Params, *, binary: bool = False) -> Iterator[Row]:
         # A connection of its own: the stream may outlive this thread's other work, and its
         # single statement reads one consistent snapshot without blocking writers (WAL).
         conn = self._connect()
@@ -256,6 +259,20 @@ class PgCursor:
 
     def fetchall(self) -> list[Row]:
         return self._cursor.fetchall()
+
+    @contextmanager
+    def copy_in(
+        self, table: str, columns: Sequence[str], types: Sequence[str]
+    ) -> Iterator[psycopg.Copy]:
+        """A binary `COPY table (columns) FROM STDIN`: `write_row` each row of `types`.
+        Only in a `write(pipeline=False)` transaction (COPY knows no pipeline mode)."""
+        statement = psycopg.sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            psycopg.sql.Identifier(table),
+            psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(c) for c in columns),
+        )
+        with self._cursor.copy(statement) as copy:
+            copy.set_types(list(types))
+            yield copy
 
 
 class PostgresDatabase:
@@ -342,22 +359,22 @@ class PostgresDatabase:
                     conn.autocommit = False
 
     @contextmanager
-    def write(self) -> Iterator[PgCursor]:
+    def write(self, *, pipeline: bool = True) -> Iterator[PgCursor]:
         # Pipeline outside the transaction, so COMMIT travels with the last writes; a fetch
         # (a lock, a lookup) still waits for its result. Rowcounts are not known until a
-        # sync in this mode: ask with RETURNING instead.
-        with (
-            self._connection() as conn,
-            conn.pipeline(),
-            conn.transaction(),
-            conn.cursor() as cur,
-        ):
-            yield PgCursor(cur)
+        # sync in this mode: ask with RETURNING instead. pipeline=False: for COPY.
+        with self._connection() as conn:
+            if not pipeline:
+                with conn.transaction(), conn.cursor() as cur:
+                    yield PgCursor(cur)
+                return
+            with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+                yield PgCursor(cur)
 
-    def stream(self, sql: str, params: Params) -> Iterator[Row]:
+    def stream(self, sql: str, params: Params, *, binary: bool = False) -> Iterator[Row]:
         # A server-side (named) cursor: rows arrive STREAM_CHUNK at a time.
         name = f"kizuna_{uuid.uuid4().hex}"
-        with self._connection() as conn, conn.cursor(name) as cur:
+        with self._connection() as conn, conn.cursor(name, binary=binary) as cur:
             cur.itersize = STREAM_CHUNK
             cur.execute(pyformat(sql), params)
             yield from cur

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +15,7 @@ from kizuna_profilesync.connectors import ConnectorsApplication
 from kizuna_profilesync.domain.connector import ConnectorError, ConnectorKind
 from kizuna_profilesync.domain.export_format import ExportFormat, file_name, lines
 from kizuna_profilesync.domain.profile import Profile
+from kizuna_profilesync.domain.projection import project, run
 from kizuna_profilesync.projector import projector
 from kizuna_profilesync.storage.interface import (
     ConnectorCounts,
@@ -67,6 +68,14 @@ class ProfileSyncApplication:
         if seq is not None:
             self._on_delivery()
         return seq
+
+    def project_batch(self, stream: str, envelopes: Sequence[Envelope]) -> list[int | None]:
+        """Applies consumed events of one stream together, in one transaction."""
+        with self._projecting:
+            seqs = self.store.apply_batch(stream, envelopes, self.connectors.targets(), projector)
+        if any(seq is not None for seq in seqs):
+            self._on_delivery()
+        return seqs
 
     def profile(self, customer_id: str) -> Profile | None:
         return self.store.get_profile(customer_id)
@@ -127,15 +136,14 @@ class ProfileSyncApplication:
         with self._projecting:
             profiles: dict[str, Profile] = {}
             events = 0
-            for seq, _stream, envelope in self.store.inbox(1):
-                changed, _ = projector(
-                    envelope, seq, lambda customer: profiles.get(customer), [], _holds_nothing
-                )
-                for customer_id, profile in changed.items():
-                    if profile is None:
+            # The domain fold alone: with no connectors to gate for, the projector would
+            # only wrap it.
+            for _seq, _stream, envelope in self.store.inbox(1):
+                for customer_id, change in run(profiles, project(envelope)).items():
+                    if change.after is None:
                         profiles.pop(customer_id, None)
                     else:
-                        profiles[customer_id] = profile
+                        profiles[customer_id] = change.after
                 events += 1
             self.store.replace_profiles(sorted(profiles.items()))
         return events
@@ -184,10 +192,6 @@ class ProfileSyncApplication:
     def delete_connector(self, connector_id: str) -> None:
         self.connectors.delete(connector_id)
         self.store.drop_connector(connector_id)
-
-
-def _holds_nothing(connector_id: str, customer_id: str) -> bool:
-    return False
 
 
 class NotAnExportConnector(ConnectorError):

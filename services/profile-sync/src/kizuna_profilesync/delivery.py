@@ -14,7 +14,6 @@ import random as random_module
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import httpx
 import structlog
 from eventsourcing.persistence import IntegrityError
 
@@ -23,6 +22,7 @@ from kizuna_profilesync.connectors import ConnectorsApplication
 from kizuna_profilesync.domain.connector import Connector, ConnectorKind, ConnectorNotFound
 from kizuna_profilesync.domain.retry import Attempt, RetryPolicy, Verdict, next_step
 from kizuna_profilesync.domain.webhooks import headers
+from kizuna_profilesync.http1 import Http1Client, HttpError
 from kizuna_profilesync.storage.interface import StoredDelivery, SyncStore
 
 log = structlog.get_logger("kizuna.delivery")
@@ -63,7 +63,7 @@ class Deliverer:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as http:
+        async with Http1Client(timeout=self._timeout) as http:
             while True:
                 self._wakeup.clear()
                 try:
@@ -74,7 +74,7 @@ class Deliverer:
                 if not busy:
                     await wait_briefly(self._wakeup, self._idle_wait)
 
-    async def deliver_once(self, http: httpx.AsyncClient) -> bool:
+    async def deliver_once(self, http: Http1Client) -> bool:
         """One round over every live connector; True when something was attempted."""
         connectors = await asyncio.to_thread(self._connectors.live)
         rounds = [
@@ -84,41 +84,44 @@ class Deliverer:
         ]
         return any(await asyncio.gather(*rounds))
 
-    async def _deliver_connector(self, http: httpx.AsyncClient, connector: Connector) -> bool:
+    async def _deliver_connector(self, http: Http1Client, connector: Connector) -> bool:
         now = self._clock()
         due = await asyncio.to_thread(self._store.due, connector.connector_id, now, BATCH)
         if not due:
             return False
         if connector.kind == ConnectorKind.FILE_EXPORT:
-            for delivery in due:
-                await asyncio.to_thread(
-                    self._store.mark_delivered, connector.connector_id, delivery.delivery_id, now
-                )
-            return True
-        secret = self._connectors.secret(connector)
-        await asyncio.gather(*(self._send(http, connector, secret, d) for d in due))
+            delivered = [d.delivery_id for d in due]
+        else:
+            secret = self._connectors.secret(connector)
+            sent = await asyncio.gather(*(self._send(http, connector, secret, d) for d in due))
+            delivered = [d.delivery_id for d, ok in zip(due, sent, strict=True) if ok]
+            now = self._clock()
+        # One transaction for the round's successes.
+        await asyncio.to_thread(
+            self._store.mark_delivered_many, connector.connector_id, delivered, now
+        )
         return True
 
     async def _send(
-        self, http: httpx.AsyncClient, connector: Connector, secret: str, delivery: StoredDelivery
-    ) -> None:
+        self, http: Http1Client, connector: Connector, secret: str, delivery: StoredDelivery
+    ) -> bool:
+        """Sends one delivery; True when it went through (the caller marks it delivered),
+        otherwise its failure is recorded here."""
         sent_at = self._clock()
         signed = headers(secret, delivery.delivery_id, int(sent_at.timestamp()), delivery.body)
         try:
-            response = await http.post(
-                connector.settings.webhook_url, content=delivery.body, headers=signed
-            )
-            attempt = Attempt(response.status_code, response.headers.get("retry-after"))
-        except httpx.TimeoutException:
+            response = await http.post(connector.settings.webhook_url, delivery.body, signed)
+            attempt = Attempt(response.status, response.headers.get("retry-after"))
+        except TimeoutError:
             attempt = Attempt(None, error="timeout")
-        except httpx.HTTPError as exc:
+        except (HttpError, OSError) as exc:
             attempt = Attempt(None, error=type(exc).__name__)
         now = self._clock()
         step = next_step(self._policy, delivery.attempts + 1, attempt, now, self._random)
         store, connector_id = self._store, connector.connector_id
         if step.verdict == Verdict.DELIVERED:
-            await asyncio.to_thread(store.mark_delivered, connector_id, delivery.delivery_id, now)
-        elif step.verdict == Verdict.RETRY:
+            return True
+        if step.verdict == Verdict.RETRY:
             await asyncio.to_thread(
                 store.mark_failed, connector_id, delivery.delivery_id, step.reason, step.due(now)
             )
@@ -136,3 +139,4 @@ class Deliverer:
                     self._connectors.pause, connector_id, f"receiver answered {step.reason}"
                 )
             log.warning("delivery.connector_paused", connector=connector_id, reason=step.reason)
+        return False

@@ -27,7 +27,7 @@ from kizuna_profilesync.domain.retry import RetryPolicy
 from kizuna_profilesync.secret_box import SecretBox
 from kizuna_profilesync.storage.factory import open_store
 from kizuna_profilesync.storage.interface import SyncStore
-from kizuna_profilesync.streams import DURABLE, STREAMS, stream_handler
+from kizuna_profilesync.streams import DURABLE, STREAMS, stream_batch_handler, stream_handler
 
 SERVICE = "profilesync"
 log = get_logger("kizuna.profilesync")
@@ -106,6 +106,7 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> ProfileSyncService:
             stream=stream,
             durable=DURABLE,
             apply=stream_handler(app, stream, lock),
+            apply_batch=stream_batch_handler(app, stream, lock),
             filter_subject=subjects,
         )
         for stream, subjects in STREAMS.items()

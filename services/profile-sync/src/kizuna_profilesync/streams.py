@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from kizuna.events.v1.envelope_pb2 import Envelope
 from kizuna_profilesync.application import ProfileSyncApplication
@@ -21,3 +21,14 @@ def stream_handler(
             await asyncio.to_thread(app.project, stream, envelope)
 
     return apply
+
+
+def stream_batch_handler(
+    app: ProfileSyncApplication, stream: str, lock: asyncio.Lock
+) -> Callable[[Sequence[tuple[Envelope, int]]], Awaitable[None]]:
+    async def apply_batch(batch: Sequence[tuple[Envelope, int]]) -> None:
+        envelopes = [envelope for envelope, _ in batch]
+        async with lock:
+            await asyncio.to_thread(app.project_batch, stream, envelopes)
+
+    return apply_batch

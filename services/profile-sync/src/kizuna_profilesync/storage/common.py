@@ -88,12 +88,17 @@ def schema(dialect: Dialect) -> list[str]:
 
 # SQL both dialects accept ------------------------------------------------------------------
 
-# SQLite needs the WHERE to parse ON CONFLICT after INSERT ... SELECT.
-INSERT_INBOX = """
-    INSERT INTO inbox (seq, stream, position, envelope)
-    SELECT COALESCE(max(seq), 0) + 1, :stream, :position, :envelope FROM inbox WHERE true
-    ON CONFLICT (stream, position) DO NOTHING
-    RETURNING seq"""
+# Under the apply lock: which positions of a batch are in already, the last seq, then the
+# new rows numbered on from it.
+# One row at least: the last seq, then each position already in (NULL when none is).
+SEEN_POSITIONS = """
+    SELECT last.seq, seen.position
+    FROM (SELECT COALESCE(max(seq), 0) AS seq FROM inbox) AS last
+    LEFT JOIN inbox AS seen
+        ON seen.stream = :stream AND seen.position >= :lo AND seen.position <= :hi"""
+INSERT_INBOX = insert("inbox", "seq, stream, position, envelope")
+# Customers (and connectors) per IN list when a batch reads its profiles up front.
+PREFETCH_CHUNK = 500
 # The distinct streams by an index skip scan (one probe each), then each one's maximum.
 POSITIONS = """
     WITH RECURSIVE streams(stream) AS (
@@ -250,22 +255,57 @@ class SqlSyncStore:
     def apply(
         self, stream: str, envelope: Envelope, targets: Sequence[Target], projector: Projector
     ) -> int | None:
+        return self.apply_batch(stream, [envelope], targets, projector)[0]
+
+    def apply_batch(
+        self,
+        stream: str,
+        envelopes: Sequence[Envelope],
+        targets: Sequence[Target],
+        projector: Projector,
+    ) -> list[int | None]:
+        if not envelopes:
+            return []
         with self._db.write() as cur:
             self._serialize(cur)
+            positions = [e.position for e in envelopes]
             cur.execute(
-                INSERT_INBOX,
-                {
-                    "stream": stream,
-                    "position": envelope.position,
-                    "envelope": envelope.SerializeToString(),
-                },
+                SEEN_POSITIONS, {"stream": stream, "lo": min(positions), "hi": max(positions)}
             )
-            row = cur.fetchone()
-            if row is None:
-                return None  # seen before: exactly-once effect
-            seq = int(row[0])
+            rows = cur.fetchall()
+            last = int(rows[0][0])
+            seen = {int(p) for _, p in rows if p is not None}
+            fresh: list[tuple[int, Envelope]] = []
+            seqs: list[int | None] = []
+            for envelope in envelopes:
+                if envelope.position in seen:
+                    seqs.append(None)  # seen before: exactly-once effect
+                    continue
+                seen.add(envelope.position)
+                last += 1
+                fresh.append((last, envelope))
+                seqs.append(last)
+            if not fresh:
+                return seqs
+            cur.executemany(
+                INSERT_INBOX,
+                [
+                    {
+                        "seq": seq,
+                        "stream": stream,
+                        "position": e.position,
+                        "envelope": e.SerializeToString(),
+                    }
+                    for seq, e in fresh
+                ],
+            )
+            # Every event of the batch sees the state its predecessors left: profiles and
+            # holdings are read once (the events' own aggregates up front, in one query
+            # each) and then kept here; only the final state of each is written.
             profiles: dict[str, Profile | None] = {}
             held: dict[tuple[str, str], bool] = {}
+            connector_ids = [t.connector_id for t in targets]
+            self._prefetch(cur, {e.aggregate_id for _, e in fresh}, connector_ids, profiles, held)
 
             def load(customer_id: str) -> Profile | None:
                 if customer_id not in profiles:
@@ -281,9 +321,55 @@ class SqlSyncStore:
                     held[key] = cur.fetchone() is not None
                 return held[key]
 
-            changed, deliveries = projector(envelope, seq, load, targets, holds)
+            changed: dict[str, Profile | None] = {}
+            deliveries: list[OutgoingDelivery] = []
+            for seq, envelope in fresh:
+                event_changed, event_deliveries = projector(envelope, seq, load, targets, holds)
+                profiles.update(event_changed)
+                changed.update(event_changed)
+                for d in event_deliveries:
+                    held[(d.connector_id, d.customer_id)] = d.holding is not None
+                deliveries += event_deliveries
             self._write_projection(cur, changed, deliveries)
-        return seq
+        return seqs
+
+    def _prefetch(
+        self,
+        cur: Cursor,
+        customer_ids: set[str],
+        connector_ids: Sequence[str],
+        profiles: dict[str, Profile | None],
+        held: dict[tuple[str, str], bool],
+    ) -> None:
+        ids = sorted(c for c in customer_ids if c)
+        for start in range(0, len(ids), PREFETCH_CHUNK):
+            chunk = ids[start : start + PREFETCH_CHUNK]
+            names = {f"c{i}": c for i, c in enumerate(chunk)}
+            placeholders = ", ".join(":" + n for n in names)
+            cur.execute(
+                select(
+                    "customer_id, document", "profiles", f"WHERE customer_id IN ({placeholders})"
+                ),
+                names,
+            )
+            profiles.update(dict.fromkeys(chunk))
+            for customer_id, document in cur.fetchall():
+                profiles[customer_id] = _profile(document)
+            if not connector_ids:
+                continue
+            connectors = {f"k{i}": c for i, c in enumerate(connector_ids)}
+            cur.execute(
+                select(
+                    "connector_id, customer_id",
+                    "holdings",
+                    f"WHERE connector_id IN ({', '.join(':' + n for n in connectors)})"
+                    f" AND customer_id IN ({placeholders})",
+                ),
+                {**names, **connectors},
+            )
+            held.update(dict.fromkeys(((k, c) for k in connector_ids for c in chunk), False))
+            for connector_id, customer_id in cur.fetchall():
+                held[(connector_id, customer_id)] = True
 
     def _write_projection(
         self,
@@ -345,7 +431,7 @@ class SqlSyncStore:
 
     def inbox(self, from_seq: int = 1) -> Iterator[tuple[int, str, Envelope]]:
         sql = select("seq, stream, envelope", "inbox", "WHERE seq >= :from ORDER BY seq")
-        for seq, stream, data in self._db.stream(sql, {"from": from_seq}):
+        for seq, stream, data in self._db.stream(sql, {"from": from_seq}, binary=True):
             yield seq, stream, Envelope.FromString(bytes(data))
 
     # Deliveries ----------------------------------------------------------------------
@@ -360,6 +446,18 @@ class SqlSyncStore:
         params = {"connector": connector_id, "id": delivery_id, "now": rfc3339(now)}
         with self._db.write() as cur:
             cur.execute(MARK_DELIVERED, params)
+
+    def mark_delivered_many(
+        self, connector_id: str, delivery_ids: Sequence[str], now: datetime
+    ) -> None:
+        if not delivery_ids:
+            return
+        at = rfc3339(now)
+        with self._db.write() as cur:
+            cur.executemany(
+                MARK_DELIVERED,
+                [{"connector": connector_id, "id": d, "now": at} for d in delivery_ids],
+            )
 
     def mark_failed(
         self, connector_id: str, delivery_id: str, error: str, next_attempt_at: datetime

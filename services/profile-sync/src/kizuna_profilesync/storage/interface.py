@@ -109,6 +109,17 @@ class SyncStore(Protocol):
         projector, write the changed profiles (a None profile is deleted), insert the
         deliveries as PENDING (due now), update holdings. Returns the inbox seq."""
 
+    def apply_batch(
+        self,
+        stream: str,
+        envelopes: Sequence[Envelope],
+        targets: Sequence[Target],
+        projector: Projector,
+    ) -> list[int | None]:
+        """`apply` for several envelopes of one stream, in order, in ONE transaction (all or
+        nothing): each event sees the state the previous ones left. One seq (or None) per
+        envelope."""
+
     def get_profile(self, customer_id: str) -> Profile | None: ...
 
     def replace_profiles(self, profiles: Iterable[tuple[str, Profile]]) -> int:
@@ -129,6 +140,11 @@ class SyncStore(Protocol):
         back X's later ones, never Y's), in seq order."""
 
     def mark_delivered(self, connector_id: str, delivery_id: str, now: datetime) -> None: ...
+
+    def mark_delivered_many(
+        self, connector_id: str, delivery_ids: Sequence[str], now: datetime
+    ) -> None:
+        """`mark_delivered` for each, in one transaction."""
 
     def mark_failed(
         self, connector_id: str, delivery_id: str, error: str, next_attempt_at: datetime

@@ -4,7 +4,9 @@ through relay crashes and nats-server crashes (real PostgreSQL + real nats-serve
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -160,3 +162,34 @@ async def test_two_relays_at_once_publish_each_event_once_in_order(
     for relay in relays:
         relay.cancel()
     await asyncio.gather(*relays, return_exceptions=True)
+
+
+async def test_the_relay_publishes_while_the_shared_thread_pool_is_busy(
+    running: tuple[IdentityService, IdentityServiceStub], nats_server: NatsServer
+) -> None:
+    """Under load, requests fill the shared pool; the relay must not queue behind them."""
+    service, _ = running
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(1))
+    started, hold = threading.Event(), threading.Event()
+
+    def occupy() -> None:
+        started.set()
+        hold.wait(60)
+
+    busy = loop.run_in_executor(None, occupy)
+    assert started.wait(5)
+    relay_task = asyncio.create_task(new_relay(service).run())
+    try:
+        want = expected_positions(service)  # the site, created by the fixture
+        assert want
+
+        async def published() -> bool:
+            return await stream_positions(nats_server.url) == want
+
+        await eventually(published, within=10)
+    finally:
+        hold.set()
+        await busy
+        relay_task.cancel()
+        await asyncio.gather(relay_task, return_exceptions=True)

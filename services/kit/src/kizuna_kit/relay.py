@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
 
 import structlog
 from eventsourcing.persistence import Notification
@@ -40,6 +41,7 @@ class NotificationLog(Protocol):
 
 
 Translate = Callable[[Notification], OutgoingEvent | None]
+T = TypeVar("T")
 
 
 async def last_published(js: JetStreamContext, stream: str, service: str) -> tuple[int, str | None]:
@@ -84,6 +86,9 @@ class Relay:
         self._ack_timeout = ack_timeout
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Its own reader thread: on the shared pool the relay's reads would queue behind
+        # every request in flight, and under load events would leave in bursts seconds late.
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"relay-{stream.lower()}")
 
     def wake(self) -> None:
         """A hint that something was committed; safe to call from any thread."""
@@ -120,9 +125,7 @@ class Relay:
         log.info("relay.resuming", stream=self.stream, position=cursor)
         while True:
             self._wakeup.clear()
-            batch = await asyncio.to_thread(
-                self._log.select_notifications, cursor + 1, self._batch_size
-            )
+            batch = await self._read(self._log.select_notifications, cursor + 1, self._batch_size)
             if batch:
                 last_id = await self._publish_batch(js, batch, last_id)
                 cursor = batch[-1].id
@@ -130,8 +133,11 @@ class Relay:
                 RELAY_LAG.labels(self.stream).set(0)
                 await wait_briefly(self._wakeup, self._poll_interval)
             else:
-                newest = await asyncio.to_thread(self._log.max_notification_id) or cursor
+                newest = await self._read(self._log.max_notification_id) or cursor
                 RELAY_LAG.labels(self.stream).set(newest - cursor)
+
+    async def _read(self, query: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._reader, query, *args)
 
     async def _publish_batch(
         self, js: JetStreamContext, batch: Sequence[Notification], last_id: str | None

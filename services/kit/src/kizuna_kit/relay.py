@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import structlog
 from eventsourcing.persistence import Notification
@@ -22,6 +21,7 @@ from nats.js.api import PubAck
 
 from kizuna_kit.metrics import RELAY_LAG, RELAY_PUBLISHED
 from kizuna_kit.nats_link import NatsLink, ensure_stream
+from kizuna_kit.threads import OwnThreads
 from kizuna_kit.wire import MSG_ID, OutgoingEvent, envelope, event_id, position_of
 
 log = structlog.get_logger("kizuna.relay")
@@ -41,7 +41,6 @@ class NotificationLog(Protocol):
 
 
 Translate = Callable[[Notification], OutgoingEvent | None]
-T = TypeVar("T")
 
 
 async def last_published(js: JetStreamContext, stream: str, service: str) -> tuple[int, str | None]:
@@ -86,9 +85,7 @@ class Relay:
         self._ack_timeout = ack_timeout
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Its own reader thread: on the shared pool the relay's reads would queue behind
-        # every request in flight, and under load events would leave in bursts seconds late.
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"relay-{stream.lower()}")
+        self._thread = OwnThreads(f"relay-{stream.lower()}")
 
     def wake(self) -> None:
         """A hint that something was committed; safe to call from any thread."""
@@ -125,7 +122,9 @@ class Relay:
         log.info("relay.resuming", stream=self.stream, position=cursor)
         while True:
             self._wakeup.clear()
-            batch = await self._read(self._log.select_notifications, cursor + 1, self._batch_size)
+            batch = await self._thread.run(
+                self._log.select_notifications, cursor + 1, self._batch_size
+            )
             if batch:
                 last_id = await self._publish_batch(js, batch, last_id)
                 cursor = batch[-1].id
@@ -133,11 +132,8 @@ class Relay:
                 RELAY_LAG.labels(self.stream).set(0)
                 await wait_briefly(self._wakeup, self._poll_interval)
             else:
-                newest = await self._read(self._log.max_notification_id) or cursor
+                newest = await self._thread.run(self._log.max_notification_id) or cursor
                 RELAY_LAG.labels(self.stream).set(newest - cursor)
-
-    async def _read(self, query: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._reader, query, *args)
 
     async def _publish_batch(
         self, js: JetStreamContext, batch: Sequence[Notification], last_id: str | None

@@ -18,6 +18,7 @@ import structlog
 from eventsourcing.persistence import IntegrityError
 
 from kizuna_kit.relay import wait_briefly
+from kizuna_kit.threads import OwnThreads
 from kizuna_profilesync.connectors import ConnectorsApplication
 from kizuna_profilesync.domain.connector import Connector, ConnectorKind, ConnectorNotFound
 from kizuna_profilesync.domain.retry import Attempt, RetryPolicy, Verdict, next_step
@@ -55,6 +56,7 @@ class Deliverer:
         self._idle_wait = idle_wait
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads = OwnThreads("delivery", 4)
 
     def wake(self) -> None:
         """New deliveries may be due; safe to call from any thread."""
@@ -76,7 +78,7 @@ class Deliverer:
 
     async def deliver_once(self, http: Http1Client) -> bool:
         """One round over every live connector; True when something was attempted."""
-        connectors = await asyncio.to_thread(self._connectors.live)
+        connectors = await self._threads.run(self._connectors.live)
         rounds = [
             self._deliver_connector(http, connector)
             for connector in connectors.values()
@@ -86,7 +88,7 @@ class Deliverer:
 
     async def _deliver_connector(self, http: Http1Client, connector: Connector) -> bool:
         now = self._clock()
-        due = await asyncio.to_thread(self._store.due, connector.connector_id, now, BATCH)
+        due = await self._threads.run(self._store.due, connector.connector_id, now, BATCH)
         if not due:
             return False
         if connector.kind == ConnectorKind.FILE_EXPORT:
@@ -97,7 +99,7 @@ class Deliverer:
             delivered = [d.delivery_id for d, ok in zip(due, sent, strict=True) if ok]
             now = self._clock()
         # One transaction for the round's successes.
-        await asyncio.to_thread(
+        await self._threads.run(
             self._store.mark_delivered_many, connector.connector_id, delivered, now
         )
         return True
@@ -122,11 +124,11 @@ class Deliverer:
         if step.verdict == Verdict.DELIVERED:
             return True
         if step.verdict == Verdict.RETRY:
-            await asyncio.to_thread(
+            await self._threads.run(
                 store.mark_failed, connector_id, delivery.delivery_id, step.reason, step.due(now)
             )
         elif step.verdict == Verdict.DEAD_LETTER:
-            await asyncio.to_thread(
+            await self._threads.run(
                 store.mark_dead, connector_id, delivery.delivery_id, step.reason, now
             )
             log.warning(
@@ -135,7 +137,7 @@ class Deliverer:
         else:
             # 410 Gone: the receiver retired the endpoint; keep the delivery, stop the connector.
             with contextlib.suppress(ConnectorNotFound, IntegrityError):
-                await asyncio.to_thread(
+                await self._threads.run(
                     self._connectors.pause, connector_id, f"receiver answered {step.reason}"
                 )
             log.warning("delivery.connector_paused", connector=connector_id, reason=step.reason)

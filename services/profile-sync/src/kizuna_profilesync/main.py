@@ -18,6 +18,7 @@ from kizuna_kit.logging import get_logger
 from kizuna_kit.nats_link import NatsLink
 from kizuna_kit.server import GrpcServer, ServiceBinding
 from kizuna_kit.service import run_service
+from kizuna_kit.threads import OwnThreads
 from kizuna_profilesync.api import POLICY, SERVICE_NAME, ProfileSyncServicer
 from kizuna_profilesync.application import ProfileSyncApplication
 from kizuna_profilesync.connectors import ConnectorsApplication
@@ -99,14 +100,14 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> ProfileSyncService:
         timeout=env_float(env, "KIZUNA_PROFILESYNC_WEBHOOK_TIMEOUT_SECONDS", 5.0, low=0.01),
     )
     app = ProfileSyncApplication(store, connectors, on_delivery=deliverer.wake)
-    lock = asyncio.Lock()
+    lock, projector = asyncio.Lock(), OwnThreads("projection")
     consumers = [
         Consumer(
             link=link,
             stream=stream,
             durable=DURABLE,
-            apply=stream_handler(app, stream, lock),
-            apply_batch=stream_batch_handler(app, stream, lock),
+            apply=stream_handler(app, stream, lock, projector),
+            apply_batch=stream_batch_handler(app, stream, lock, projector),
             filter_subject=subjects,
         )
         for stream, subjects in STREAMS.items()

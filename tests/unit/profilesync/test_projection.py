@@ -43,6 +43,7 @@ from kizuna_profilesync.domain.projection import (
     resolve_target,
     run,
 )
+from kizuna_profilesync.domain.projection import fold as fold_in_place
 
 from .builders import (
     ALICE,
@@ -253,12 +254,17 @@ def test_malformed_events_raise(event: Envelope, message: str) -> None:
 
 
 def fold(events: Iterable[Envelope], start: dict[str, Profile] | None = None) -> dict[str, Profile]:
-    """Events through `project` and the reference executor, as the real consumer will."""
+    """Events through `project` and the reference executor, as the real consumer will;
+    checks on the way that a rebuild's in-place fold ends in the same state."""
     profiles = dict(start or {})
+    rebuilt = dict(start or {})
     for event in events:
-        for customer_id, change in run(profiles, project(event)).items():
+        operations = project(event)
+        for customer_id, change in run(profiles, operations).items():
             assert change.after is not None
             profiles[customer_id] = change.after
+        fold_in_place(rebuilt, operations)
+        assert rebuilt == profiles
     return profiles
 
 

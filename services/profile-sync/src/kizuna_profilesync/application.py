@@ -15,7 +15,7 @@ from kizuna_profilesync.connectors import ConnectorsApplication
 from kizuna_profilesync.domain.connector import ConnectorError, ConnectorKind
 from kizuna_profilesync.domain.export_format import ExportFormat, file_name, lines
 from kizuna_profilesync.domain.profile import Profile
-from kizuna_profilesync.domain.projection import project, run
+from kizuna_profilesync.domain.projection import fold, project
 from kizuna_profilesync.projector import projector
 from kizuna_profilesync.storage.interface import (
     ConnectorCounts,
@@ -139,11 +139,7 @@ class ProfileSyncApplication:
             # The domain fold alone: with no connectors to gate for, the projector would
             # only wrap it.
             for _seq, _stream, envelope in self.store.inbox(1):
-                for customer_id, change in run(profiles, project(envelope)).items():
-                    if change.after is None:
-                        profiles.pop(customer_id, None)
-                    else:
-                        profiles[customer_id] = change.after
+                fold(profiles, project(envelope))
                 events += 1
             self.store.replace_profiles(sorted(profiles.items()))
         return events

@@ -505,7 +505,8 @@ def run(profiles: Mapping[str, Profile], ops: Iterable[Operation]) -> dict[str, 
         target = op.customer_id
         if isinstance(op, SetConsent):
             target = resolve_target(target, lookup)
-            op = replace(op, customer_id=target)
+            if target != op.customer_id:
+                op = replace(op, customer_id=target)
         before = lookup(target)
         source = lookup(op.from_id) if isinstance(op, MoveConsents) else None
         after = apply(before, op, source)
@@ -515,6 +516,23 @@ def run(profiles: Mapping[str, Profile], ops: Iterable[Operation]) -> dict[str, 
             changes[target] = Change(before=changes[target].before, after=after)
         current[target] = after
     return {k: c for k, c in changes.items() if c.before != c.after}
+
+
+def fold(profiles: dict[str, Profile], ops: Iterable[Operation]) -> None:
+    """`run` for a rebuild: applies the operations to `profiles` in place and keeps no
+    before/after pairs, as nothing is gated or delivered. Ends in the state `run` gives."""
+    for op in ops:
+        target = op.customer_id
+        if isinstance(op, SetConsent):
+            target = resolve_target(target, profiles.get)
+            if target != op.customer_id:
+                op = replace(op, customer_id=target)
+        source = profiles.get(op.from_id) if isinstance(op, MoveConsents) else None
+        after = apply(profiles.get(target), op, source)
+        if after is None:
+            profiles.pop(target, None)
+        else:
+            profiles[target] = after
 
 
 def _set_consent(profile: Profile | None, op: SetConsent) -> Profile | None:

@@ -237,8 +237,12 @@ async def test_file_export_and_replay_give_the_same_bytes(stack: Stack, tmp_path
     store = stack.sync.service.store
 
     def all_in() -> bool:
+        # 30 registrations and 10 consents, one event each: the file is named after the
+        # inbox position, so every event must be in before the first export.
         return (
-            len(list(store.holdings("warehouse"))) == 30 and store.counts("warehouse").pending == 0
+            store.last_seq() == 40
+            and len(list(store.holdings("warehouse"))) == 30
+            and store.counts("warehouse").pending == 0
         )
 
     await eventually(all_in, within=30)

@@ -121,8 +121,23 @@ async def test_consent_gates_deliveries(stack: Stack) -> None:
             return bool(reply.profile.given_name == "Taro")
 
         await eventually(projected, within=30)
-        await asyncio.sleep(0.3)
-        assert receiver.applied == [], "no consent yet: nothing delivered"
+
+        async def marketing() -> pb.GetConnectorStatusResponse:
+            request = pb.GetConnectorStatusRequest(connector_id="marketing")
+            reply: pb.GetConnectorStatusResponse = await stack.sync.call(
+                "GetConnectorStatus", request
+            )
+            return reply
+
+        async def caught_up() -> bool:
+            return (await marketing()).lag == 0
+
+        # Gating happens when the event is projected: once the connector has caught up,
+        # anything it would send is already in its outbox.
+        await eventually(caught_up, within=30)
+        status = await marketing()
+        assert (status.pending, status.delivered) == (0, 0), "no consent yet: nothing queued"
+        assert receiver.applied == []
 
         await stack.consent_to(tanaka, cpb.DECISION_GRANTED)
         await eventually(lambda: tanaka in receiver.state, within=30)

@@ -7,22 +7,24 @@ from collections.abc import Sequence
 import pytest
 
 from kizuna_kit.group_commit import GroupCommit
+from kizuna_kit.testing.waiting import eventually
 
 
 async def test_concurrent_submits_share_commits_and_keep_their_results() -> None:
     batches: list[list[int]] = []
-    gate = threading.Event()
+    gate, reached = threading.Event(), threading.Event()
 
     def commit(items: Sequence[int]) -> list[int]:
+        reached.set()
         gate.wait(5)  # the first commit is slow, so the others queue up behind it
         batches.append(list(items))
         return [i * 10 for i in items]
 
     group: GroupCommit[int, int] = GroupCommit(commit)
     first = asyncio.create_task(group.submit(0))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: reached.is_set())
     rest = [asyncio.create_task(group.submit(i)) for i in range(1, 50)]
-    await asyncio.sleep(0.05)
+    await eventually(lambda: group.waiting == 49)
     gate.set()
     results = await asyncio.gather(first, *rest)
     assert results == [i * 10 for i in range(50)]
@@ -30,9 +32,10 @@ async def test_concurrent_submits_share_commits_and_keep_their_results() -> None
 
 
 async def test_one_bad_item_fails_only_its_own_caller() -> None:
-    gate = threading.Event()
+    gate, reached = threading.Event(), threading.Event()
 
     def commit(items: Sequence[int]) -> list[int]:
+        reached.set()
         gate.wait(5)
         if 13 in items:
             raise ValueError("unlucky")
@@ -40,9 +43,9 @@ async def test_one_bad_item_fails_only_its_own_caller() -> None:
 
     group: GroupCommit[int, int] = GroupCommit(commit)
     first = asyncio.create_task(group.submit(0))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: reached.is_set())
     rest = [asyncio.create_task(group.submit(i)) for i in (12, 13, 14)]
-    await asyncio.sleep(0.05)
+    await eventually(lambda: group.waiting == 3)
     gate.set()
     outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
     assert outcomes[:2] == [0, 12]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -10,10 +10,30 @@ import pytest
 from kizuna_kit.thread_group_commit import ThreadGroupCommit
 
 
+class Gate:
+    """Holds the first commit until every other item is queued behind it."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.open = threading.Event()
+
+    def hold(self) -> None:
+        self.reached.set()
+        assert self.open.wait(5)
+
+
+def until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met within 5 s"
+        time.sleep(0.001)
+
+
 def submit_while_first_commits(
-    group: ThreadGroupCommit[int, int], gate: threading.Event, rest: Sequence[int]
+    group: ThreadGroupCommit[int, int], gate: Gate, rest: Sequence[int]
 ) -> list[object]:
-    """Submits 0, then `rest` while 0's commit is held at `gate`; outcomes in that order."""
+    """Submits 0; once its commit is held at `gate`, submits `rest` and opens the gate
+    when all of it is queued. Outcomes in that order."""
 
     def outcome(item: int) -> object:
         try:
@@ -23,19 +43,19 @@ def submit_while_first_commits(
 
     with ThreadPoolExecutor(len(rest) + 1) as pool:
         first = pool.submit(outcome, 0)
-        time.sleep(0.05)
+        assert gate.reached.wait(5)
         others = [pool.submit(outcome, i) for i in rest]
-        time.sleep(0.05)
-        gate.set()
+        until(lambda: group.waiting == len(rest))
+        gate.open.set()
         return [first.result(5), *(f.result(5) for f in others)]
 
 
 def test_threads_arriving_during_a_commit_share_the_next_one() -> None:
     batches: list[list[int]] = []
-    gate = threading.Event()
+    gate = Gate()
 
     def commit(items: Sequence[int]) -> list[int]:
-        gate.wait(5)
+        gate.hold()
         batches.append(list(items))
         return [i * 10 for i in items]
 
@@ -49,10 +69,10 @@ def test_threads_arriving_during_a_commit_share_the_next_one() -> None:
 
 def test_batches_are_capped() -> None:
     batches: list[list[int]] = []
-    gate = threading.Event()
+    gate = Gate()
 
     def commit(items: Sequence[int]) -> list[int]:
-        gate.wait(5)
+        gate.hold()
         batches.append(list(items))
         return list(items)
 
@@ -62,10 +82,10 @@ def test_batches_are_capped() -> None:
 
 
 def test_one_bad_item_fails_only_its_own_caller() -> None:
-    gate = threading.Event()
+    gate = Gate()
 
     def commit(items: Sequence[int]) -> list[int]:
-        gate.wait(5)
+        gate.hold()
         if 13 in items:
             raise ValueError("unlucky")
         return list(items)

@@ -36,6 +36,11 @@ class ThreadGroupCommit(Generic[T, R]):
         self._queue: list[_Slot[T, R]] = []
         self._busy = False
 
+    @property
+    def waiting(self) -> int:
+        """Items queued for the next commit."""
+        return len(self._queue)
+
     def submit(self, item: T) -> R:
         slot: _Slot[T, R] = _Slot(item)
         with self._changed:

@@ -100,14 +100,14 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> ProfileSyncService:
         timeout=env_float(env, "KIZUNA_PROFILESYNC_WEBHOOK_TIMEOUT_SECONDS", 5.0, low=0.01),
     )
     app = ProfileSyncApplication(store, connectors, on_delivery=deliverer.wake)
-    lock, projector = asyncio.Lock(), OwnThreads("projection")
+    projector = OwnThreads("projection")
     consumers = [
         Consumer(
             link=link,
             stream=stream,
             durable=DURABLE,
-            apply=stream_handler(app, stream, lock, projector),
-            apply_batch=stream_batch_handler(app, stream, lock, projector),
+            apply=stream_handler(app, stream, projector),
+            apply_batch=stream_batch_handler(app, stream, projector),
             filter_subject=subjects,
         )
         for stream, subjects in STREAMS.items()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from eventsourcing.persistence import IntegrityError
+from psycopg_pool import ConnectionPool
 
 A = TypeVar("A")
 
@@ -27,7 +29,8 @@ def eventsourcing_env(
             "POSTGRES_PASSWORD": unquote(url.password or ""),
             "POSTGRES_POOL_SIZE": str(pool_size),
             "POSTGRES_CONNECT_TIMEOUT": "5",
-            "POSTGRES_PRE_PING": "y",
+            # Checked after idle instead of at every checkout: see check_after_idle().
+            "POSTGRES_PRE_PING": "n",
             "CREATE_TABLE": "y",
         }
     sqlite_path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,9 +49,48 @@ def open_application(factory: Callable[[], A], attempts: int = 5) -> A:
     tables made."""
     for attempt in range(1, attempts + 1):
         try:
-            return factory()
+            app = factory()
         except IntegrityError as exc:
             if "already exists" not in str(exc) or attempt == attempts:
                 raise
             time.sleep(0.1 * attempt)
+        else:
+            check_after_idle(app)
+            return app
     raise AssertionError("unreachable")
+
+
+IDLE_CHECK_S = 1.0
+
+
+class IdleCheck:
+    """A pool `check` that pings a connection (one round trip) only when it was last
+    handed out over `idle_s` ago: one broken by a database restart while idle is
+    replaced, not handed out, and under load no checkout pays a round trip. One broken
+    while busy fails its next statement, which eventsourcing's recorders retry on
+    another connection (the pool drops the broken one)."""
+
+    def __init__(
+        self, idle_s: float = IDLE_CHECK_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._idle_s = idle_s
+        self._clock = clock
+        self._handed_out: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def __call__(self, conn: Any) -> None:
+        now = self._clock()
+        last = self._handed_out.get(conn)
+        if last is None or now - last > self._idle_s:
+            ConnectionPool.check_connection(conn)
+        self._handed_out[conn] = now
+
+
+def check_after_idle(app: object) -> None:
+    """Installs an IdleCheck on an eventsourcing application's PostgreSQL pool (SQLite
+    has none). eventsourcing offers only check-every-checkout (POSTGRES_PRE_PING), which
+    costs each read and each write a round trip."""
+    datastore = getattr(getattr(app, "recorder", None), "datastore", None)
+    pool = getattr(datastore, "pool", None)
+    if isinstance(pool, ConnectionPool):
+        # psycopg_pool takes `check` only at construction, which eventsourcing does.
+        pool._check = IdleCheck()

@@ -80,3 +80,9 @@ async def test_batches_are_capped() -> None:
     await asyncio.gather(*(group.submit(i) for i in range(35)))
     assert max(sizes) <= 10
     assert sum(sizes) == 35
+
+
+async def test_a_commit_answering_for_the_wrong_number_of_items_fails_its_callers() -> None:
+    group: GroupCommit[int, int] = GroupCommit(lambda items: [])
+    with pytest.raises(RuntimeError, match="0 results for 1 items"):
+        await asyncio.wait_for(group.submit(1), 5)

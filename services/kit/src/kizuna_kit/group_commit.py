@@ -37,21 +37,40 @@ class GroupCommit(Generic[T, R]):
     async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-            try:
-                results = await asyncio.to_thread(self._commit, [item for item, _ in batch])
-            except Exception as exc:
-                if len(batch) == 1:
-                    _settle(batch[0][1], exc)
-                    continue
-                # One bad item must not fail its neighbours: commit them one by one.
-                for item, future in batch:
-                    try:
-                        _settle(future, (await asyncio.to_thread(self._commit, [item]))[0])
-                    except Exception as single:
-                        _settle(future, single)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                _settle(future, result)
+            outcomes = await asyncio.to_thread(
+                commit_or_each, self._commit, [item for item, _ in batch]
+            )
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                _settle(future, outcome)
+
+
+def commit_or_each(
+    commit: Callable[[Sequence[T]], Sequence[R]], items: Sequence[T]
+) -> list[R | Exception]:
+    """Commits `items` as one batch; if that raises for several, commits each alone, so
+    one bad item fails only its own caller. One outcome (result or error) per item, in
+    order; shared by GroupCommit and ThreadGroupCommit."""
+    try:
+        return list(_commit_checked(commit, items))
+    except Exception as exc:
+        if len(items) == 1:
+            return [exc]
+    outcomes: list[R | Exception] = []
+    for item in items:
+        try:
+            outcomes.append(_commit_checked(commit, [item])[0])
+        except Exception as single:
+            outcomes.append(single)
+    return outcomes
+
+
+def _commit_checked(
+    commit: Callable[[Sequence[T]], Sequence[R]], items: Sequence[T]
+) -> Sequence[R]:
+    results = commit(items)
+    if len(results) != len(items):
+        raise RuntimeError(f"commit returned {len(results)} results for {len(items)} items")
+    return results
 
 
 def _settle(future: asyncio.Future[R], outcome: R | Exception) -> None:

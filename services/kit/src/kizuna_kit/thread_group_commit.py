@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+from kizuna_kit.group_commit import commit_or_each
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -69,25 +71,10 @@ class ThreadGroupCommit(Generic[T, R]):
         return slot.result  # type: ignore[return-value]
 
     def _settle(self, batch: list[_Slot[T, R]]) -> None:
-        try:
-            results = self._commit_checked([slot.item for slot in batch])
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0].error = exc
+        outcomes = commit_or_each(self._commit, [slot.item for slot in batch])
+        for slot, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                slot.error = outcome
             else:
-                for slot in batch:
-                    try:
-                        slot.result = self._commit_checked([slot.item])[0]
-                    except Exception as single:
-                        slot.error = single
-        else:
-            for slot, result in zip(batch, results, strict=True):
-                slot.result = result
-        for slot in batch:
+                slot.result = outcome
             slot.settled = True
-
-    def _commit_checked(self, items: list[T]) -> Sequence[R]:
-        results = self._commit(items)
-        if len(results) != len(items):
-            raise RuntimeError(f"commit returned {len(results)} results for {len(items)} items")
-        return results

@@ -3,7 +3,6 @@ and one that died while idle is replaced before a caller meets it."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from uuid import UUID
 
@@ -12,7 +11,13 @@ import pytest
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
-from kizuna_kit.eventstore import IDLE_CHECK_S, IdleCheck, eventsourcing_env, open_application
+from kizuna_kit.eventstore import (
+    IDLE_CHECK_S,
+    IdleCheck,
+    check_after_idle,
+    eventsourcing_env,
+    open_application,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +55,8 @@ def test_idle_connections_killed_by_the_server_are_replaced_unseen(
     try:
         pool = app.recorder.datastore.pool  # type: ignore[attr-defined]
         assert isinstance(pool._check, IdleCheck)
+        now = [0.0]
+        check_after_idle(app, IdleCheck(clock=lambda: now[0]))  # time passes when told
         counter = Counter()
         app.save(counter)
         before = backend_pids(app)
@@ -58,7 +65,7 @@ def test_idle_connections_killed_by_the_server_are_replaced_unseen(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-        time.sleep(IDLE_CHECK_S + 0.1)
+        now[0] += IDLE_CHECK_S + 0.1
         # Every checkout finds the dead connection checked and replaced: none fails.
         for _ in range(pool.min_size):
             with pool.connection() as conn:

@@ -81,12 +81,11 @@ def backend_pids(db: PostgresDatabase) -> set[int]:
 
 
 def in_transaction(cur: Cursor) -> bool:
-    """Whether this statement runs in a transaction begun by an earlier one."""
-    cur.execute("SELECT pg_sleep(0.01)")
-    cur.execute("SELECT now() < statement_timestamp()")
-    row = cur.fetchone()
-    assert row is not None
-    return bool(row[0])
+    """Whether consecutive statements on this cursor share one transaction."""
+    cur.execute("SELECT txid_current()")
+    first = cur.fetchone()
+    cur.execute("SELECT txid_current()")  # a new transaction gets a new id
+    return bool(first == cur.fetchone())
 
 
 def write_then_fail(db: Database) -> None:

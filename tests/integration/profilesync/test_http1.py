@@ -134,7 +134,7 @@ async def test_timeouts_and_refused_connections_raise(
     serve: Callable[[Answer], Awaitable[Server]],
 ) -> None:
     async def never(_n: int, _head: bytes) -> bytes:
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()  # never answers
         return OK
 
     server = await serve(never)

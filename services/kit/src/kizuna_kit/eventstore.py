@@ -85,12 +85,12 @@ class IdleCheck:
         self._handed_out[conn] = now
 
 
-def check_after_idle(app: object) -> None:
-    """Installs an IdleCheck on an eventsourcing application's PostgreSQL pool (SQLite
-    has none). eventsourcing offers only check-every-checkout (POSTGRES_PRE_PING), which
-    costs each read and each write a round trip."""
+def check_after_idle(app: object, check: IdleCheck | None = None) -> None:
+    """Installs `check` (a default IdleCheck) on an eventsourcing application's
+    PostgreSQL pool (SQLite has none). eventsourcing offers only check-every-checkout
+    (POSTGRES_PRE_PING), which costs each read and each write a round trip."""
     datastore = getattr(getattr(app, "recorder", None), "datastore", None)
     pool = getattr(datastore, "pool", None)
     if isinstance(pool, ConnectionPool):
         # psycopg_pool takes `check` only at construction, which eventsourcing does.
-        pool._check = IdleCheck()
+        pool._check = check or IdleCheck()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 
-from kizuna_kit.eventstore import IdleCheck
+import pytest
+from eventsourcing.persistence import IntegrityError, InternalError
+
+from kizuna_kit.eventstore import IdleCheck, open_application
 
 
 class Clock:
@@ -59,3 +62,35 @@ def test_a_failed_ping_leaves_the_connection_unseen() -> None:
         with contextlib.suppress(OSError):
             check(conn)
     assert conn.pings == 2  # not marked as checked, so the next checkout pings again
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        IntegrityError("duplicate key value ... Key (typname)=(stored_event_uuid) already exists"),
+        InternalError("tuple concurrently updated"),
+    ],
+)
+def test_a_replica_that_lost_the_table_creation_race_tries_again(lost: Exception) -> None:
+    attempts: list[int] = []
+
+    def factory() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise lost
+        return "app"
+
+    assert open_application(factory) == "app"
+    assert len(attempts) == 2
+
+
+def test_other_start_up_errors_are_not_retried() -> None:
+    attempts: list[int] = []
+
+    def factory() -> str:
+        attempts.append(1)
+        raise InternalError("out of shared memory")
+
+    with pytest.raises(InternalError):
+        open_application(factory)
+    assert len(attempts) == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, InternalError
 from psycopg_pool import ConnectionPool
 
 A = TypeVar("A")
@@ -45,19 +45,25 @@ def eventsourcing_env(
 def open_application(factory: Callable[[], A], attempts: int = 5) -> A:
     """Constructs an eventsourcing Application, which creates its tables. Two replicas
     starting together on an empty PostgreSQL database race in CREATE TABLE IF NOT
-    EXISTS (PostgreSQL reports a duplicate type); the loser tries again and finds the
-    tables made."""
+    EXISTS (PostgreSQL reports a duplicate type) and CREATE OR REPLACE FUNCTION ("tuple
+    concurrently updated"); the loser tries again and finds them made."""
     for attempt in range(1, attempts + 1):
         try:
             app = factory()
-        except IntegrityError as exc:
-            if "already exists" not in str(exc) or attempt == attempts:
+        except (IntegrityError, InternalError) as exc:
+            if not _lost_creation_race(exc) or attempt == attempts:
                 raise
             time.sleep(0.1 * attempt)
         else:
             check_after_idle(app)
             return app
     raise AssertionError("unreachable")
+
+
+def _lost_creation_race(exc: Exception) -> bool:
+    if isinstance(exc, IntegrityError):
+        return "already exists" in str(exc)
+    return "concurrently updated" in str(exc)
 
 
 IDLE_CHECK_S = 1.0

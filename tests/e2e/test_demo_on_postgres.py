@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -22,6 +23,7 @@ from kizuna_kit.testing.postgres import PostgresCluster
 from kizuna_kit.testing.waiting import eventually
 from kizuna_profilesync.secret_box import write_new_key
 from tests.conftest import Keys
+from tests.e2e.service_logs import logged_errors
 
 pytestmark = pytest.mark.e2e
 MODULES = {
@@ -31,10 +33,16 @@ MODULES = {
 }
 
 
+@dataclass(frozen=True)
+class Stack:
+    addresses: dict[str, str]
+    logs: Path
+
+
 @pytest.fixture
 def stack(
     tmp_path: Path, keys: Keys, postgres_cluster: PostgresCluster, nats_server: NatsServer
-) -> Iterator[dict[str, str]]:
+) -> Iterator[Stack]:
     write_new_signing_key(tmp_path / "signing.pem")
     write_new_key(tmp_path / "secrets.key")
     env = {
@@ -63,7 +71,7 @@ def stack(
         processes.append(
             subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=log)
         )
-    yield addresses
+    yield Stack(addresses, tmp_path)
     for process in processes:
         process.send_signal(signal.SIGTERM)
     for process in processes:
@@ -78,15 +86,18 @@ async def serving(address: str) -> bool:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-async def test_the_tanaka_story_on_postgres(stack: dict[str, str], keys: Keys) -> None:
-    for address in stack.values():
-        await eventually(lambda a=address: serving(a), within=60)  # type: ignore[misc]
+async def test_the_tanaka_story_on_postgres(stack: Stack, keys: Keys) -> None:
+    try:
+        for address in stack.addresses.values():
+            await eventually(lambda a=address: serving(a), within=60)  # type: ignore[misc]
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{logged_errors(stack.logs)}") from exc
     env = {
         **os.environ,
         "KIZUNA_TOKEN": keys.admin,
-        "KIZUNA_IDENTITY_ADDR": stack["identity"],
-        "KIZUNA_CONSENT_ADDR": stack["consent"],
-        "KIZUNA_PROFILESYNC_ADDR": stack["profilesync"],
+        "KIZUNA_IDENTITY_ADDR": stack.addresses["identity"],
+        "KIZUNA_CONSENT_ADDR": stack.addresses["consent"],
+        "KIZUNA_PROFILESYNC_ADDR": stack.addresses["profilesync"],
     }
     kizuna = str(Path(sys.executable).parent / "kizuna")
     result = await asyncio.to_thread(
@@ -98,7 +109,9 @@ async def test_the_tanaka_story_on_postgres(stack: dict[str, str], keys: Keys) -
         timeout=120,
         check=False,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, "\n".join(
+        (result.stdout, result.stderr, logged_errors(stack.logs))
+    )
     story = result.stdout
     assert "missing there: ['postal_address']" in story
     assert "after she adds it, missing: nothing" in story

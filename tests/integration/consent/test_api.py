@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kizuna.consent.v1 import consent_pb2 as pb
-from kizuna_consent.application import EXPORT_BATCH, ConsentRequest
+from kizuna_consent.application import EXPORT_BATCH, Checked, ConsentRequest
 from kizuna_consent.domain.checkpoint import decode_checkpoint, verify_checkpoint
 from kizuna_consent.domain.merkle import leaf_hash, verify_inclusion
 from kizuna_consent.domain.records import Decision
@@ -468,26 +468,39 @@ async def test_a_reused_idempotency_key_for_another_consent_is_refused(consent: 
     )
 
 
-async def test_an_erasure_between_check_and_append_still_refuses(consent: Consent) -> None:
+async def test_a_merge_or_an_erasure_between_prepare_and_record_is_seen(
+    consent: Consent,
+) -> None:
+    """The path of requests with an idempotency key: `prepare` reads outside the writers'
+    lock, and leaves the subject to `record`, which resolves it under the lock."""
     await publish(consent, "privacy", "1.0")
     app = consent.service.app
-    request = ConsentRequest(
-        subject_id=TANAKA,
-        statement_id="privacy",
-        version="1.0",
-        decision=Decision.GRANTED,
-        effective_at=None,
-        channel="",
-        site_id="",
-        evidence=Evidence(),
-        idempotency_key=None,
-    )
-    prepared = await asyncio.to_thread(app.prepare, request)
-    assert isinstance(prepared, NewConsent)
+
+    def request(subject: str) -> ConsentRequest:
+        return ConsentRequest(
+            subject_id=subject,
+            statement_id="privacy",
+            version="1.0",
+            decision=Decision.GRANTED,
+            effective_at=None,
+            channel="",
+            site_id="",
+            evidence=Evidence(ip="203.0.113.7"),
+            idempotency_key=f"form-{subject}",
+        )
+
+    prepared = [await asyncio.to_thread(app.prepare, request(s)) for s in (TANAKA, "merged")]
+    checked = [p for p in prepared if isinstance(p, Checked)]
+    assert len(checked) == 2
     await asyncio.to_thread(consent.service.store.apply_erasure, TANAKA, 1)
-    with pytest.raises(SubjectErased):
-        await asyncio.to_thread(app.append, [prepared])
-    assert consent.service.store.tree().size == 0
+    await asyncio.to_thread(consent.service.store.apply_merge, "merged", SATO, 2)
+    erased, merged = await asyncio.to_thread(app.record, checked)
+    assert isinstance(erased, SubjectErased)
+    assert isinstance(merged, Appended)
+    assert merged.record.subject_id == SATO
+    assert consent.service.store.tree().size == 1
+    again = await asyncio.to_thread(app.prepare, request("merged"))
+    assert again == Appended(merged.record, created=False)
 
 
 async def test_an_erasure_between_check_and_record_still_refuses(consent: Consent) -> None:

@@ -25,7 +25,15 @@ from kizuna_consent.domain.state import state_at
 from kizuna_consent.domain.statements import StatementVersionExists, Version, publish_statement
 from kizuna_consent.storage.common import RECORD_COLUMNS
 from kizuna_consent.storage.factory import open_store
-from kizuna_consent.storage.interface import Appended, LedgerStore, OutboxEvent, TreeState
+from kizuna_consent.storage.interface import (
+    Appended,
+    LedgerStore,
+    NewConsent,
+    OutboxEvent,
+    SubjectErased,
+    SubjectKey,
+    TreeState,
+)
 from tests.integration.consent.conftest import (
     DB_ERRORS,
     STATEMENTS,
@@ -632,8 +640,16 @@ def test_identity_events_apply_once_by_position(ledger: Ledger) -> None:
     assert ledger.store.tracked_position() == 6
 
 
-def test_resolve_subjects_answers_each_id_as_the_single_lookups_would(ledger: Ledger) -> None:
-    assert ledger.store.resolve_subjects([]) == []
+def test_append_resolving_files_each_request_under_its_canonical_subject(
+    ledger: Ledger,
+) -> None:
+    given: dict[int, SubjectKey] = {}
+
+    def build(i: int, subject: SubjectKey) -> NewConsent:
+        given[i] = subject
+        return consent(subject.subject_id)
+
+    assert ledger.store.append_resolving([], build, event_for, ledger.clock) == []
     known = ledger.store.subject_key("known", create=True)
     assert ledger.store.apply_merge("a", "b", position=1)
     assert ledger.store.apply_merge("b", "c", position=2)
@@ -642,25 +658,30 @@ def test_resolve_subjects_answers_each_id_as_the_single_lookups_would(ledger: Le
     assert ledger.store.apply_erasure("x", position=5)  # its key is shredded...
     ids = ["new", "a", "known", "gone", "old-gone", "c", "new", "x"]
 
-    answers = ledger.store.resolve_subjects(ids)
+    answers = ledger.store.append_resolving(ids, build, event_for, ledger.clock)
 
-    assert [a.subject_id for a in answers] == ["new", "c", "known", "gone", "gone", "c", "new", "x"]
-    assert [a.erased for a in answers] == [False, False, False, True, True, False, False, True]
-    by_id = dict(zip(ids, answers, strict=True))
-    assert by_id["known"].key == known
+    assert [isinstance(a, SubjectErased) for a in answers] == [
+        False, False, False, True, True, False, False, True
+    ]  # fmt: skip
+    assert sorted(given) == [0, 1, 2, 5, 6]  # nothing built for an erased subject
+    assert [given[i].subject_id for i in sorted(given)] == ["new", "c", "known", "c", "new"]
+    assert [a.record.subject_id for a in answers if isinstance(a, Appended)] == [
+        given[i].subject_id for i in sorted(given)
+    ]
+    assert given[2].key == known
     # Keys made where missing, once per canonical subject, and kept.
-    for subject in ("new", "c"):
-        key = by_id[subject].key
+    for i, subject in ((0, "new"), (1, "c")):
+        key = given[i].key
         assert key is not None
         assert len(key) == 32
         assert ledger.store.subject_key(subject, create=False) == key
-    assert by_id["a"].key == by_id["c"].key
+    assert given[6].key == given[0].key
+    assert given[5].key == given[1].key
     assert ledger.store.subject_key("a", create=False) is None  # only the survivor's
-    # None for erased subjects, and none created for them.
-    assert by_id["gone"].key is None
-    assert by_id["x"].key is None
+    # None created for erased subjects.
     assert ledger.store.subject_key("gone", create=False) is None
-    assert ledger.store.resolve_subjects(ids) == answers
+    assert ledger.store.subject_key("x", create=False) is None
+    assert len(list(ledger.store.records())) == 5
 
 
 def test_erasure_shreds_the_keys_and_the_ledger_still_verifies(ledger: Ledger) -> None:

@@ -20,7 +20,7 @@ from kizuna_consent.domain.records import ConsentRecord, Decision
 from kizuna_consent.domain.state import ConsentStatus
 from kizuna_consent.domain.statements import Statement
 from kizuna_consent.evidence import Evidence
-from kizuna_consent.storage.interface import Appended, NewConsent, SubjectErased
+from kizuna_consent.storage.interface import Appended, SubjectErased
 from kizuna_kit.errors import ErrorCode, ErrorMap, invalid_argument
 from kizuna_kit.group_commit import GroupCommit
 from kizuna_kit.rpc import RpcPolicy
@@ -109,7 +109,6 @@ def checkpoint_to_proto(checkpoint: Checkpoint) -> pb.Checkpoint:
 class ConsentServicer(pb_grpc.ConsentServiceServicer):
     def __init__(self, app: ConsentApplication) -> None:
         self._app = app
-        self._appends: GroupCommit[NewConsent, Appended] = GroupCommit(app.append)
         self._records: GroupCommit[Checked, Appended | SubjectErased] = GroupCommit(app.record)
 
     async def PublishStatement(
@@ -165,21 +164,21 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
             ),
             idempotency_key=request.idempotency_key or None,
         )
-        # The common case, without a thread hop or a read of its own: the statement version
-        # is known, and the subject is resolved in the transaction that appends the group.
+        # The common case has no thread hop nor a read of its own: the statement version
+        # is known. Either way the subject is resolved in the transaction that appends
+        # the group, under the writers' lock that merges and erasures take too.
         if consent.idempotency_key or not self._app.knows_statement(
             consent.statement_id, consent.version
         ):
             prepared = await asyncio.to_thread(self._app.prepare, consent)
-            appended = (
-                prepared if isinstance(prepared, Appended) else await self._appends.submit(prepared)
-            )
         else:
-            recorded = await self._records.submit(self._app.check(consent))
-            if isinstance(recorded, SubjectErased):  # (raised by submit, in fact)
-                raise recorded
-            appended = recorded
-        record = appended.record
+            prepared = self._app.check(consent)
+        recorded = (
+            prepared if isinstance(prepared, Appended) else await self._records.submit(prepared)
+        )
+        if isinstance(recorded, SubjectErased):  # (raised by submit, in fact)
+            raise recorded
+        record = recorded.record
         return pb.RecordConsentResponse(
             record_id=record.record_id,
             sequence=record.sequence,

@@ -127,18 +127,17 @@ class ConsentApplication:
 
     # Recording --------------------------------------------------------------
 
-    def prepare(self, request: ConsentRequest) -> NewConsent | Appended:
-        """Checks a request and seals its evidence; a known idempotency key short-cuts
-        to the first answer. Runs outside the append lock. (The service records most
-        requests by `check`, then `record` for many at once.)"""
+    def prepare(self, request: ConsentRequest) -> Checked | Appended:
+        """`check`, after reading what `check` may not know yet: a known idempotency key
+        short-cuts to the first answer, an unknown statement version is looked up. The
+        subject is left to `record`: resolved here, outside the writers' lock, a merge or
+        an erasure could land before the append."""
         if request.idempotency_key:
             first = self.store.find_by_idempotency_key(request.idempotency_key)
             if first is not None:
                 check_same_request(first, request, self.store.canonical_subject(request.subject_id))
                 return Appended(first, created=False)
-        checked = self.check(request)
-        (subject,) = self.store.resolve_subjects([request.subject_id])
-        return self.seal(checked, subject)
+        return self.check(request)
 
     def knows_statement(self, statement_id: str, version: str) -> bool:
         """Whether `check` will find this statement version without reading the database."""

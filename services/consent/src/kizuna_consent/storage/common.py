@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, overload
+from typing import Any, ClassVar
 
 from eventsourcing.persistence import Notification
 
@@ -583,7 +583,7 @@ class SqlLedgerStore:
             head = self._lock_head(cur)
             # Read after the lock is held (erasures and merges take it too): nothing can
             # change about these subjects until this transaction ends.
-            subjects = self._resolve(cur, subject_ids, create=True)
+            subjects = self._resolve(cur, subject_ids)
             answers: list[Appended | SubjectErased | None] = []
             batch = []
             for i, subject in enumerate(subjects):
@@ -720,31 +720,10 @@ class SqlLedgerStore:
             row = cur.fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
 
-    def resolve_subjects(self, subject_ids: Sequence[str]) -> list[SubjectKey]:
-        if not subject_ids:
-            return []
-        with self._read() as cur:
-            answers = self._resolve(cur, subject_ids, create=False)
-        if answers is None:  # keys to create first
-            with self._write() as cur:
-                return self._resolve(cur, subject_ids, create=True)
-        return answers
-
-    @overload
-    def _resolve(
-        self, cur: Cursor, subject_ids: Sequence[str], create: Literal[True]
-    ) -> list[SubjectKey]: ...
-
-    @overload
-    def _resolve(
-        self, cur: Cursor, subject_ids: Sequence[str], create: Literal[False]
-    ) -> list[SubjectKey] | None: ...
-
-    def _resolve(
-        self, cur: Cursor, subject_ids: Sequence[str], create: bool
-    ) -> list[SubjectKey] | None:
-        """`resolve_subjects` with this cursor; None if a key is missing and not `create`
-        (creating one writes: `cur` must then be in a write transaction)."""
+    def _resolve(self, cur: Cursor, subject_ids: Sequence[str]) -> list[SubjectKey]:
+        """For each id, in order: its canonical subject, whether that is erased, and its
+        key (made where missing, none for an erased subject). Only under the writers'
+        lock: merges and erasures take it too, so nothing read here changes meanwhile."""
         found = self._subject_facts(cur, sorted(set(subject_ids)))
         # A merged id's survivor needs its own facts (the canonical id is the live end of
         # the chain: one more round at most).
@@ -756,10 +735,7 @@ class SqlLedgerStore:
             - {c for c, f in found.items() if f.erased or f.has_key}
         )
         if missing:
-            if not create:
-                return None
-            # Racing an erasure is safe: both write these rows, and a shredded (NULL) key
-            # is never overwritten, so whichever commits first, the key ends up destroyed.
+            # ON CONFLICT: `subject_key(create=True)` does not take the lock.
             cur.executemany(
                 "INSERT INTO subject_keys (subject_id, evidence_key) VALUES (:id, :key)"
                 " ON CONFLICT (subject_id) DO NOTHING",

@@ -124,8 +124,9 @@ class LedgerStore(Protocol):
         now: Callable[[], datetime],
     ) -> list[Appended | SubjectErased]:
         """`append` for requests whose subjects are not resolved yet, in ONE transaction:
-        after taking the lock, each subject id is resolved (`resolve_subjects`, keys made
-        for new subjects), and `build(i, subject)` gives the i-th item to append. An erased
+        after taking the lock, each subject id is resolved (`canonical_subject`, `is_erased`
+        of it, and its key as `subject_key(create=True)` would give it; none is made for an
+        erased subject), and `build(i, subject)` gives the i-th item to append. An erased
         (or shredded) subject's item answers SubjectErased and the others are appended."""
 
     def find_by_idempotency_key(self, key: str) -> ConsentRecord | None: ...
@@ -178,11 +179,6 @@ class LedgerStore(Protocol):
     def subject_key(self, subject_id: str, create: bool) -> bytes | None:
         """The subject's 32-byte evidence key; created when missing and `create`;
         None once shredded (erased)."""
-
-    def resolve_subjects(self, subject_ids: Sequence[str]) -> list[SubjectKey]:
-        """For each id, in order: `canonical_subject`, `is_erased` of it and its key as
-        `subject_key(create=True)` would give it (no key is created for an erased
-        subject), in a few statements for the whole list, however long."""
 
     def apply_merge(self, merged_id: str, survivor_id: str, position: int) -> bool:
         """In one transaction with tracking: alias merged -> survivor, move the merged

@@ -20,6 +20,7 @@ import structlog
 from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from kizuna_kit.cancellation import cancel_and_wait
 from kizuna_kit.nats_link import NatsLink
 
 log = structlog.get_logger("kizuna.lease")
@@ -70,9 +71,9 @@ class Lease:
             log.warning("lease.lost", lease=self.name, error=type(exc).__name__)
         finally:
             self.held = False
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await cancel_and_wait([task])
+            if not task.cancelled() and task.exception() is not None:
+                log.error("lease.work_failed", lease=self.name, exc_info=task.exception())
             with contextlib.suppress(Exception):
                 await kv.delete(self.name, last=revision)  # hand over at once on a clean stop
 

@@ -16,6 +16,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from kizuna_kit.auth import ApiKeys
+from kizuna_kit.cancellation import cancel_and_wait
 from kizuna_kit.config import TlsFiles
 from kizuna_kit.rpc import RpcInterceptor, RpcPolicy
 
@@ -118,9 +119,7 @@ async def run_until_signalled(
             log.error("service.background_failed", exc_info=task.exception())
     log.info("service.stopping", drain_seconds=drain, grace_seconds=grace)
     await server.stop(grace, drain)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await cancel_and_wait(tasks)
     if on_stop is not None:
         await on_stop()
     log.info("service.stopped")

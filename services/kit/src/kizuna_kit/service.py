@@ -6,6 +6,7 @@ Each service's composition root (its `main`) only builds its parts; this runs th
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -16,6 +17,9 @@ from kizuna_kit.config import ConfigError, ServiceConfig
 from kizuna_kit.logging import configure_logging, get_logger
 from kizuna_kit.metrics import serve_metrics
 from kizuna_kit.server import GrpcServer, run_until_signalled, use_thread_pool
+
+# Allocations between collections of the youngest generation (CPython's default is 700).
+YOUNG_THRESHOLD = 10_000
 
 
 class Composed(Protocol):
@@ -32,6 +36,7 @@ Build = Callable[[ServiceConfig, Mapping[str, str]], Composed]
 async def serve(config: ServiceConfig, env: Mapping[str, str], build: Build) -> None:
     use_thread_pool(config.workers)
     service = build(config, env)
+    tune_garbage_collector()
     metrics_port = serve_metrics(config.metrics_port)
     get_logger(f"kizuna.{config.service}").info(
         "service.starting",
@@ -47,6 +52,16 @@ async def serve(config: ServiceConfig, env: Mapping[str, str], build: Build) -> 
         close,
         drain=config.shutdown_drain_seconds,
     )
+
+
+def tune_garbage_collector() -> None:
+    """What start-up built (modules, clients, pools) lives as long as the process: frozen,
+    the cyclic collector stops walking it on every full collection. Requests allocate
+    many short-lived containers; collecting the youngest generation less often spares
+    most of the passes that would find nothing (the objects die by reference count)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def run_service(name: str, port: int, metrics_port: int, build: Build) -> None:

@@ -12,18 +12,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kizuna_consent.signing import write_new_signing_key
 from kizuna_kit.natsd import NatsServer
 from kizuna_kit.ports import free_port
 from kizuna_kit.testing.postgres import PostgresCluster
-from kizuna_kit.testing.waiting import eventually
 from kizuna_profilesync.secret_box import write_new_key
 from tests.conftest import Keys
-from tests.e2e.service_logs import logged_errors
+from tests.e2e.processes import all_serving, logged_errors
 
 pytestmark = pytest.mark.e2e
 MODULES = {
@@ -78,20 +75,8 @@ def stack(
         assert process.wait(timeout=30) == 0, "a service did not stop cleanly on SIGTERM"
 
 
-async def serving(address: str) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=1
-        )
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
 async def test_the_tanaka_story_on_postgres(stack: Stack, keys: Keys) -> None:
-    try:
-        for address in stack.addresses.values():
-            await eventually(lambda a=address: serving(a), within=60)  # type: ignore[misc]
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{logged_errors(stack.logs)}") from exc
+    await all_serving(stack.addresses.values(), stack.logs)
     env = {
         **os.environ,
         "KIZUNA_TOKEN": keys.admin,

@@ -13,7 +13,6 @@ from pathlib import Path
 import grpc
 import nats
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kizuna.events.v1.envelope_pb2 import Envelope
 from kizuna.identity.v1 import identity_pb2 as pb
@@ -22,6 +21,7 @@ from kizuna_kit.natsd import NatsServer
 from kizuna_kit.ports import free_port
 from kizuna_kit.testing.waiting import eventually
 from tests.conftest import Keys
+from tests.e2e.processes import all_serving
 
 pytestmark = pytest.mark.e2e
 
@@ -57,19 +57,10 @@ def replicas(
         process.wait(timeout=30)
 
 
-async def serving(address: str) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=1
-        )
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
 async def test_two_replicas_one_exact_stream(
-    replicas: list[str], keys: Keys, nats_server: NatsServer
+    replicas: list[str], keys: Keys, nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    for address in replicas:
-        await eventually(lambda a=address: serving(a), within=60)  # type: ignore[misc]
+    await all_serving(replicas, tmp_path)
     auth = Keys.auth(keys.admin)
     channels = [grpc.aio.insecure_channel(a) for a in replicas]
     stubs = [IdentityServiceStub(c) for c in channels]

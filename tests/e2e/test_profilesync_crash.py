@@ -12,7 +12,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kizuna.identity.v1 import identity_pb2 as ipb
 from kizuna.identity.v1.identity_pb2_grpc import IdentityServiceStub
@@ -23,6 +22,7 @@ from kizuna_kit.ports import free_port
 from kizuna_kit.testing.waiting import eventually
 from kizuna_profilesync.secret_box import write_new_key
 from tests.conftest import Keys
+from tests.e2e.processes import serving
 from tests.integration.identity.conftest import start_identity
 from tests.integration.profilesync.service import SECRET, Receiver, running_receiver
 
@@ -73,14 +73,6 @@ def profilesync(
     if process.process is not None and process.process.poll() is None:
         process.process.terminate()
         process.process.wait(timeout=30)
-
-
-async def serving(address: str) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=1
-        )
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 async def test_kill_9_mid_stream(

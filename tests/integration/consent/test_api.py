@@ -468,6 +468,21 @@ async def test_a_reused_idempotency_key_for_another_consent_is_refused(consent: 
     )
 
 
+def privacy_grant(subject: str, key: str | None = None) -> ConsentRequest:
+    """A grant of privacy 1.0 as the application takes it (past the gRPC layer)."""
+    return ConsentRequest(
+        subject_id=subject,
+        statement_id="privacy",
+        version="1.0",
+        decision=Decision.GRANTED,
+        effective_at=None,
+        channel="",
+        site_id="",
+        evidence=Evidence(ip="203.0.113.7"),
+        idempotency_key=key,
+    )
+
+
 async def test_a_merge_or_an_erasure_between_prepare_and_record_is_seen(
     consent: Consent,
 ) -> None:
@@ -476,20 +491,10 @@ async def test_a_merge_or_an_erasure_between_prepare_and_record_is_seen(
     await publish(consent, "privacy", "1.0")
     app = consent.service.app
 
-    def request(subject: str) -> ConsentRequest:
-        return ConsentRequest(
-            subject_id=subject,
-            statement_id="privacy",
-            version="1.0",
-            decision=Decision.GRANTED,
-            effective_at=None,
-            channel="",
-            site_id="",
-            evidence=Evidence(ip="203.0.113.7"),
-            idempotency_key=f"form-{subject}",
-        )
-
-    prepared = [await asyncio.to_thread(app.prepare, request(s)) for s in (TANAKA, "merged")]
+    prepared = [
+        await asyncio.to_thread(app.prepare, privacy_grant(s, key=f"form-{s}"))
+        for s in (TANAKA, "merged")
+    ]
     checked = [p for p in prepared if isinstance(p, Checked)]
     assert len(checked) == 2
     await asyncio.to_thread(consent.service.store.apply_erasure, TANAKA, 1)
@@ -499,7 +504,7 @@ async def test_a_merge_or_an_erasure_between_prepare_and_record_is_seen(
     assert isinstance(merged, Appended)
     assert merged.record.subject_id == SATO
     assert consent.service.store.tree().size == 1
-    again = await asyncio.to_thread(app.prepare, request("merged"))
+    again = await asyncio.to_thread(app.prepare, privacy_grant("merged", key="form-merged"))
     assert again == Appended(merged.record, created=False)
 
 
@@ -508,20 +513,7 @@ async def test_an_erasure_between_check_and_record_still_refuses(consent: Consen
     await publish(consent, "privacy", "1.0")
     app = consent.service.app
 
-    def request(subject: str) -> ConsentRequest:
-        return ConsentRequest(
-            subject_id=subject,
-            statement_id="privacy",
-            version="1.0",
-            decision=Decision.GRANTED,
-            effective_at=None,
-            channel="",
-            site_id="",
-            evidence=Evidence(ip="203.0.113.7"),
-            idempotency_key=None,
-        )
-
-    checked = [app.check(request(s)) for s in (TANAKA, SATO, "merged")]
+    checked = [app.check(privacy_grant(s)) for s in (TANAKA, SATO, "merged")]
     await asyncio.to_thread(consent.service.store.apply_erasure, TANAKA, 1)
     await asyncio.to_thread(consent.service.store.apply_merge, "merged", SATO, 2)
     erased, sato, merged = await asyncio.to_thread(app.record, checked)

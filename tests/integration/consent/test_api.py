@@ -15,7 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kizuna.consent.v1 import consent_pb2 as pb
-from kizuna_consent.application import EXPORT_BATCH, Checked, ConsentRequest
+from kizuna_consent.application import (
+    EXPORT_BATCH,
+    Checked,
+    ConsentRequest,
+    IdempotencyKeyReused,
+)
 from kizuna_consent.domain.checkpoint import decode_checkpoint, verify_checkpoint
 from kizuna_consent.domain.merkle import leaf_hash, verify_inclusion
 from kizuna_consent.domain.records import Decision
@@ -466,6 +471,35 @@ async def test_a_reused_idempotency_key_for_another_consent_is_refused(consent: 
         S.FAILED_PRECONDITION,
         "IDEMPOTENCY_KEY_REUSED",
     )
+
+
+async def test_a_key_reused_for_another_consent_at_the_same_time_is_refused(
+    consent: Consent,
+) -> None:
+    """Requests that both passed `prepare` before either was recorded: the key is checked
+    again where it is claimed, in the append, whether in one group or in two."""
+    await publish(consent, "privacy", "1.0")
+    app = consent.service.app
+
+    async def prepared(subject: str, key: str) -> Checked:
+        checked = await asyncio.to_thread(app.prepare, privacy_grant(subject, key=key))
+        assert isinstance(checked, Checked)
+        return checked
+
+    one_group = [await prepared(s, "form-1") for s in (TANAKA, SATO, TANAKA)]
+    first, other, same = await asyncio.to_thread(app.record, one_group)
+    assert isinstance(first, Appended)
+    assert first.created
+    assert isinstance(other, IdempotencyKeyReused)
+    assert same == Appended(first.record, created=False)
+
+    tanaka, sato = await prepared(TANAKA, "form-2"), await prepared(SATO, "form-2")
+    (recorded,) = await asyncio.to_thread(app.record, [tanaka])
+    (refused,) = await asyncio.to_thread(app.record, [sato])
+    assert isinstance(recorded, Appended)
+    assert recorded.created
+    assert isinstance(refused, IdempotencyKeyReused)
+    assert consent.service.store.tree().size == 2
 
 
 def privacy_grant(subject: str, key: str | None = None) -> ConsentRequest:

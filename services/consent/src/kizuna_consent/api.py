@@ -15,6 +15,7 @@ from kizuna_consent import application as app_errors
 from kizuna_consent.application import Checked, ConsentApplication, ConsentRequest, ExportRow
 from kizuna_consent.domain import instants, records, statements
 from kizuna_consent.domain.checkpoint import Checkpoint, encode_checkpoint
+from kizuna_consent.domain.errors import ConsentError
 from kizuna_consent.domain.instants import canonical_instant
 from kizuna_consent.domain.records import ConsentRecord, Decision
 from kizuna_consent.domain.state import ConsentStatus
@@ -109,7 +110,7 @@ def checkpoint_to_proto(checkpoint: Checkpoint) -> pb.Checkpoint:
 class ConsentServicer(pb_grpc.ConsentServiceServicer):
     def __init__(self, app: ConsentApplication) -> None:
         self._app = app
-        self._records: GroupCommit[Checked, Appended | SubjectErased] = GroupCommit(app.record)
+        self._records: GroupCommit[Checked, Appended | ConsentError] = GroupCommit(app.record)
 
     async def PublishStatement(
         self, request: pb.PublishStatementRequest, context: Any
@@ -176,7 +177,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         recorded = (
             prepared if isinstance(prepared, Appended) else await self._records.submit(prepared)
         )
-        if isinstance(recorded, SubjectErased):  # (raised by submit, in fact)
+        if isinstance(recorded, ConsentError):  # (raised by submit, in fact)
             raise recorded
         record = recorded.record
         return pb.RecordConsentResponse(

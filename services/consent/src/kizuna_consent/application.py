@@ -135,7 +135,9 @@ class ConsentApplication:
         if request.idempotency_key:
             first = self.store.find_by_idempotency_key(request.idempotency_key)
             if first is not None:
-                check_same_request(first, request, self.store.canonical_subject(request.subject_id))
+                subject = self.store.canonical_subject(request.subject_id)
+                if not same_request(first, request, subject):
+                    raise key_reused()
                 return Appended(first, created=False)
         return self.check(request)
 
@@ -166,18 +168,30 @@ class ConsentApplication:
             raise EffectiveAtInFuture("effective_at must not be in the future")
         return Checked(request, version, effective_at)
 
-    def record(self, batch: Sequence[Checked]) -> list[Appended | SubjectErased]:
+    def record(self, batch: Sequence[Checked]) -> list[Appended | ConsentError]:
         """Checked requests appended in one durable transaction, their subjects resolved
-        in it (see kizuna_kit.group_commit); an erased subject's request answers
-        SubjectErased, the others are recorded."""
+        in it (see kizuna_kit.group_commit). An erased subject's request answers
+        SubjectErased; an idempotency key that met another consent first (stored, or
+        earlier in this batch) answers IdempotencyKeyReused; the others are recorded.
+        Errors are answers, not raised: the transaction has committed the rest."""
+        subjects = [""] * len(batch)
+
+        def build(i: int, subject: SubjectKey) -> NewConsent:
+            subjects[i] = subject.subject_id
+            return self.seal(batch[i], subject)
+
         appended = self.store.append_resolving(
-            [checked.request.subject_id for checked in batch],
-            lambda i, subject: self.seal(batch[i], subject),
-            consent_recorded,
-            self._clock,
+            [checked.request.subject_id for checked in batch], build, consent_recorded, self._clock
         )
         self._on_recorded()
-        return appended
+        return [
+            key_reused()
+            if isinstance(answer, Appended)
+            and not answer.created
+            and not same_request(answer.record, checked.request, subject)
+            else answer
+            for checked, subject, answer in zip(batch, subjects, appended, strict=True)
+        ]
 
     def seal(self, checked: Checked, subject: SubjectKey) -> NewConsent:
         """The request for its canonical subject, evidence sealed with the subject's key."""
@@ -315,16 +329,18 @@ def export_status(
     return ConsentStatus.GRANTED
 
 
-def check_same_request(first: ConsentRecord, request: ConsentRequest, subject: str) -> None:
+def same_request(first: ConsentRecord, request: ConsentRequest, subject: str) -> bool:
     """A reused idempotency key must carry the same consent, or it is someone else's."""
-    same = (
+    return (
         first.subject_id == subject
         and first.statement_id == request.statement_id
         and str(first.version) == request.version
         and first.decision == request.decision
     )
-    if not same:
-        raise IdempotencyKeyReused("this idempotency key was used for a different consent")
+
+
+def key_reused() -> IdempotencyKeyReused:
+    return IdempotencyKeyReused("this idempotency key was used for a different consent")
 
 
 def check_id(value: str, field: str) -> None:

@@ -29,6 +29,8 @@ KEYS = [
     "argon2_hashes_per_s",
     "export_subjects_per_s_size",
     "rebuild_events_per_s_size",
+    # where the webhook lag is spent: identity's relay, commit -> stored in JetStream
+    "webhook_published_p99_ms",
 ]
 
 

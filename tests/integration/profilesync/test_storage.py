@@ -28,6 +28,7 @@ from kizuna_profilesync.domain.profile import (
     ProfileFields,
     ProfileStatus,
 )
+from kizuna_profilesync.storage import common
 from kizuna_profilesync.storage.factory import open_store
 from kizuna_profilesync.storage.interface import (
     ConnectorCounts,
@@ -355,11 +356,14 @@ def test_due_keeps_per_customer_order_and_dead_letters_requeue(sync: Sync) -> No
     sync.clock.now = T0 + timedelta(seconds=5)
     store.mark_failed(HOOK, x1, "HTTP 503", retry_at)
     assert sync.due(now=T0 + timedelta(minutes=1)) == [y2]
+    # One row a page: the walk goes on past rows held back, and X stays held on later pages.
+    assert sync.due(now=T0 + timedelta(minutes=1), limit=1) == [y2]
     assert store.counts(HOOK) == ConnectorCounts(
         delivered=0, pending=3, failed=1, dead=0, oldest_pending_seq=1, last_error="HTTP 503"
     )
     store.mark_delivered(HOOK, y2, T0 + timedelta(minutes=1))
     assert sync.due(now=T0 + timedelta(minutes=2)) == []
+    assert sync.due(now=T0 + timedelta(minutes=2), limit=1) == []
     [again] = store.due(HOOK, retry_at, 10)
     assert (again.delivery_id, again.attempts, again.last_error) == (x1, 1, "HTTP 503")
     assert (again.next_attempt_at, again.updated_at) == (retry_at, sync.clock.now)
@@ -406,6 +410,21 @@ def test_dead_letters_page_in_seq_order(sync: Sync) -> None:
     page = sync.store.dead_letters(HOOK, 2)
     assert [d.seq for d in page] == [2, 4]
     assert [d.seq for d in sync.store.dead_letters(HOOK, 2, after_seq=page[-1].seq)] == [5]
+
+
+def test_a_round_marks_its_pending_deliveries_delivered_in_chunks(
+    sync: Sync, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(common, "IN_LIST_CHUNK", 2)
+    for position in range(1, 6):
+        sync.apply(IDENTITY, position, f"c{position}")
+    ids = [did(HOOK, seq, f"c{seq}") for seq in range(1, 6)]
+    sync.store.mark_dead(HOOK, ids[1], "no", T0)
+    sync.store.mark_delivered_many(HOOK, ids, T0 + timedelta(seconds=1))
+    # Five ids over three statements; the dead one keeps its state.
+    assert sync.store.counts(HOOK) == ConnectorCounts(4, 0, 0, 1, None, "no")
+    assert sync.due() == []
+    assert [d.delivery_id for d in sync.store.dead_letters(HOOK, 10)] == [ids[1]]
 
 
 def test_holdings_follow_each_delivery(sync: Sync) -> None:

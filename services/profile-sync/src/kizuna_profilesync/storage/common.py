@@ -64,12 +64,11 @@ _TABLES = [
         updated_at {text} NOT NULL,
         PRIMARY KEY (connector_id, delivery_id)
     )""",
-    # "Is there an earlier pending delivery of this customer?": one probe (`due`).
-    """CREATE INDEX IF NOT EXISTS deliveries_by_customer
-        ON deliveries (connector_id, status, customer_id, seq)""",
     # Pending (or dead) deliveries in seq order, so `due` and `dead_letters` stop after
     # `limit` rows instead of sorting a whole backlog (a replay queues everything).
     "CREATE INDEX IF NOT EXISTS deliveries_by_seq ON deliveries (connector_id, status, seq)",
+    # `due` once probed this per row; now unused, it only cost every status change.
+    "DROP INDEX IF EXISTS deliveries_by_customer",
     """CREATE TABLE IF NOT EXISTS holdings (
         connector_id {text} NOT NULL,
         customer_id {text} NOT NULL,
@@ -97,8 +96,16 @@ SEEN_POSITIONS = """
     LEFT JOIN inbox AS seen
         ON seen.stream = :stream AND seen.position >= :lo AND seen.position <= :hi"""
 INSERT_INBOX = insert("inbox", "seq, stream, position, envelope")
-# Customers (and connectors) per IN list when a batch reads its profiles up front.
-PREFETCH_CHUNK = 500
+# Values per IN list (a batch's customers read up front, a round's deliveries marked).
+IN_LIST_CHUNK = 500
+
+
+def in_list(prefix: str, values: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """`(:p0, :p1, ...)` for `column IN ...` in either dialect, and its parameters."""
+    params = {f"{prefix}{i}": value for i, value in enumerate(values)}
+    return "(" + ", ".join(":" + name for name in params) + ")", params
+
+
 # The distinct streams by an index skip scan (one probe each), then each one's maximum.
 POSITIONS = """
     WITH RECURSIVE streams(stream) AS (
@@ -120,19 +127,12 @@ DELIVERY_COLUMNS = (
     "next_attempt_at, last_error, updated_at"
 )
 INSERT_DELIVERY = insert("deliveries", DELIVERY_COLUMNS)
-# The oldest pending delivery of each customer, if due, in seq order: walks the pending
-# rows by deliveries_by_seq and drops those with an earlier pending one of the same
-# customer (one deliveries_by_customer probe each), so it stops after `limit` answers.
-DUE = select(
+# A page of pending deliveries in seq order (deliveries_by_seq), for `due` to walk.
+PENDING_PAGE = select(
     DELIVERY_COLUMNS,
-    "deliveries AS d",
-    """WHERE d.connector_id = :connector AND d.status = 'pending'
-          AND d.next_attempt_at <= :now
-          AND NOT EXISTS (
-            SELECT 1 FROM deliveries AS e
-            WHERE e.connector_id = d.connector_id AND e.status = 'pending'
-              AND e.customer_id = d.customer_id AND e.seq < d.seq)
-        ORDER BY d.seq LIMIT :limit""",
+    "deliveries",
+    """WHERE connector_id = :connector AND status = 'pending' AND seq > :after
+        ORDER BY seq LIMIT :limit""",
 )
 DEAD_LETTERS = select(
     DELIVERY_COLUMNS,
@@ -144,6 +144,9 @@ DEAD_LETTERS = select(
 MARK_DELIVERED = """
     UPDATE deliveries SET status = 'delivered', updated_at = :now
     WHERE connector_id = :connector AND delivery_id = :id AND status = 'pending'"""
+MARK_DELIVERED_IN = """
+    UPDATE deliveries SET status = 'delivered', updated_at = :now
+    WHERE connector_id = :connector AND delivery_id IN {ids} AND status = 'pending'"""
 MARK_FAILED = """
     UPDATE deliveries SET attempts = attempts + 1, last_error = :error,
         next_attempt_at = :next, updated_at = :now
@@ -342,14 +345,11 @@ class SqlSyncStore:
         held: dict[tuple[str, str], bool],
     ) -> None:
         ids = sorted(c for c in customer_ids if c)
-        for start in range(0, len(ids), PREFETCH_CHUNK):
-            chunk = ids[start : start + PREFETCH_CHUNK]
-            names = {f"c{i}": c for i, c in enumerate(chunk)}
-            placeholders = ", ".join(":" + n for n in names)
+        for start in range(0, len(ids), IN_LIST_CHUNK):
+            chunk = ids[start : start + IN_LIST_CHUNK]
+            placeholders, names = in_list("c", chunk)
             cur.execute(
-                select(
-                    "customer_id, document", "profiles", f"WHERE customer_id IN ({placeholders})"
-                ),
+                select("customer_id, document", "profiles", f"WHERE customer_id IN {placeholders}"),
                 names,
             )
             profiles.update(dict.fromkeys(chunk))
@@ -357,13 +357,12 @@ class SqlSyncStore:
                 profiles[customer_id] = _profile(document)
             if not connector_ids:
                 continue
-            connectors = {f"k{i}": c for i, c in enumerate(connector_ids)}
+            connector_list, connectors = in_list("k", connector_ids)
             cur.execute(
                 select(
                     "connector_id, customer_id",
                     "holdings",
-                    f"WHERE connector_id IN ({', '.join(':' + n for n in connectors)})"
-                    f" AND customer_id IN ({placeholders})",
+                    f"WHERE connector_id IN {connector_list} AND customer_id IN {placeholders}",
                 ),
                 {**names, **connectors},
             )
@@ -437,10 +436,33 @@ class SqlSyncStore:
     # Deliveries ----------------------------------------------------------------------
 
     def due(self, connector_id: str, now: datetime, limit: int) -> list[StoredDelivery]:
-        params = {"connector": connector_id, "now": rfc3339(now), "limit": limit}
+        """Walks the pending rows in seq order, a page at a time. A customer's earlier
+        pending deliveries come before its later ones, so the first row met of each
+        customer is its oldest, and holds back the rest. (A NOT EXISTS probe per row
+        did the same in SQL, but while the statistics lag a growing queue PostgreSQL
+        planned it as a scan of every pending row per row.)"""
+        if limit < 1:
+            return []
+        at = rfc3339(now)
+        held: set[str] = set()
+        found: list[StoredDelivery] = []
+        params: dict[str, object] = {"connector": connector_id, "after": -1, "limit": limit}
         with self._db.read() as cur:
-            cur.execute(DUE, params)
-            return [delivery_from_row(row) for row in cur.fetchall()]
+            while True:
+                cur.execute(PENDING_PAGE, params)
+                rows = cur.fetchall()
+                for row in rows:
+                    customer_id, next_attempt_at = row[3], row[8]
+                    if customer_id in held:
+                        continue
+                    held.add(customer_id)
+                    if next_attempt_at <= at:
+                        found.append(delivery_from_row(row))
+                        if len(found) == limit:
+                            return found
+                if len(rows) < limit:
+                    return found
+                params["after"] = rows[-1][2]
 
     def mark_delivered(self, connector_id: str, delivery_id: str, now: datetime) -> None:
         params = {"connector": connector_id, "id": delivery_id, "now": rfc3339(now)}
@@ -454,10 +476,13 @@ class SqlSyncStore:
             return
         at = rfc3339(now)
         with self._db.write() as cur:
-            cur.executemany(
-                MARK_DELIVERED,
-                [{"connector": connector_id, "id": d, "now": at} for d in delivery_ids],
-            )
+            # One statement per chunk, not per delivery: this runs for every delivery sent.
+            for start in range(0, len(delivery_ids), IN_LIST_CHUNK):
+                ids, names = in_list("d", delivery_ids[start : start + IN_LIST_CHUNK])
+                cur.execute(
+                    MARK_DELIVERED_IN.format(ids=ids),
+                    {"connector": connector_id, "now": at, **names},
+                )
 
     def mark_failed(
         self, connector_id: str, delivery_id: str, error: str, next_attempt_at: datetime

@@ -402,6 +402,25 @@ def test_due_keeps_per_customer_order_and_dead_letters_requeue(sync: Sync) -> No
     assert store.counts(HOOK) == ConnectorCounts(2, 1, 0, 0, 3, "HTTP 400")
 
 
+def test_a_retry_requeues_no_dead_letter_older_than_what_went_through(sync: Sync) -> None:
+    for position, customer in enumerate("xxyyzz", start=1):
+        sync.apply(IDENTITY, position, customer)
+    x1, x2, y3, y4, z5, z6 = (did(HOOK, seq, c) for seq, c in enumerate("xxyyzz", start=1))
+    store = sync.store
+    for dead in (x1, y3, z5, z6):
+        store.mark_dead(HOOK, dead, "HTTP 400", T0)
+    store.mark_delivered(HOOK, x2, T0)  # X's newer state went out; y4 is still pending
+
+    assert store.retry_dead(HOOK, LATER) == 3  # y3, z5, z6: x1 would undo x2
+    assert store.dead_letters(HOOK, 10) == []
+    assert sync.due() == [y3, z5]  # each customer's oldest first: y3 before y4
+    assert store.counts(HOOK) == ConnectorCounts(
+        delivered=1, pending=4, failed=0, dead=0, oldest_pending_seq=3, last_error="HTTP 400"
+    )
+    assert store.retry_dead(HOOK, LATER) == 0
+    assert y4 not in sync.due()
+
+
 def test_dead_letters_page_in_seq_order(sync: Sync) -> None:
     for position in range(1, 6):
         sync.apply(IDENTITY, position, f"c{position}")

@@ -156,6 +156,16 @@ MARK_DEAD = """
         updated_at = :now
     WHERE connector_id = :connector AND delivery_id = :id AND status = 'pending'"""
 # RETURNING rather than rowcount: PostgreSQL's pipeline mode knows no rowcount yet.
+# Every delivery carries the customer's whole state (an upsert or a deletion), so a dead
+# letter older than a delivery that went through for the same customer is out of date:
+# sent now, it would undo the newer one at the receiver.
+SUPERSEDE_DEAD = """
+    UPDATE deliveries SET status = 'superseded', updated_at = :now
+    WHERE connector_id = :connector AND status = 'dead' AND EXISTS (
+        SELECT 1 FROM deliveries AS later
+        WHERE later.connector_id = deliveries.connector_id
+          AND later.status = 'delivered' AND later.seq > deliveries.seq
+          AND later.customer_id = deliveries.customer_id)"""
 RETRY_DEAD = """
     UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = :now,
         updated_at = :now
@@ -529,8 +539,10 @@ class SqlSyncStore:
             return [delivery_from_row(row) for row in cur.fetchall()]
 
     def retry_dead(self, connector_id: str, now: datetime) -> int:
+        params = {"connector": connector_id, "now": rfc3339(now)}
         with self._db.write() as cur:
-            cur.execute(RETRY_DEAD, {"connector": connector_id, "now": rfc3339(now)})
+            cur.execute(SUPERSEDE_DEAD, params)
+            cur.execute(RETRY_DEAD, params)
             return len(cur.fetchall())
 
     def replace_from(

@@ -27,6 +27,8 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
     DEAD = "dead"
+    # A dead letter left behind by a later delivery that went through (see retry_dead).
+    SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,9 @@ class SyncStore(Protocol):
     ) -> list[StoredDelivery]: ...
 
     def retry_dead(self, connector_id: str, now: datetime) -> int:
-        """DEAD -> PENDING, attempts reset, due now; returns how many."""
+        """DEAD -> PENDING, attempts reset, due now; returns how many. A dead letter
+        older than a delivered one of the same customer becomes SUPERSEDED instead:
+        requeued, it would reach the receiver after the newer state."""
 
     def replace_from(
         self,

@@ -57,16 +57,25 @@ def replicas(
         process.wait(timeout=30)
 
 
-async def test_two_replicas_one_exact_stream(
-    replicas: list[str], keys: Keys, nats_server: NatsServer, tmp_path: Path
-) -> None:
+async def with_shop(
+    replicas: list[str], keys: Keys, tmp_path: Path
+) -> tuple[list[grpc.aio.Channel], list[IdentityServiceStub]]:
+    """Once both replicas serve: a channel and a stub for each, and the site "shop"."""
     await all_serving(replicas, tmp_path)
-    auth = Keys.auth(keys.admin)
     channels = [grpc.aio.insecure_channel(a) for a in replicas]
     stubs = [IdentityServiceStub(c) for c in channels]
     await stubs[0].CreateSite(
-        pb.CreateSiteRequest(site_id="shop", display_name="Shop", site_group="g"), metadata=auth
+        pb.CreateSiteRequest(site_id="shop", display_name="Shop", site_group="g"),
+        metadata=Keys.auth(keys.admin),
     )
+    return channels, stubs
+
+
+async def test_two_replicas_one_exact_stream(
+    replicas: list[str], keys: Keys, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    channels, stubs = await with_shop(replicas, keys, tmp_path)
+    auth = Keys.auth(keys.admin)
 
     async def client(n: int) -> None:
         for i in range(50):
@@ -99,3 +108,31 @@ async def test_two_replicas_one_exact_stream(
         await channel.close()
     assert len(positions) == expected
     assert positions == sorted(set(positions))
+
+
+async def test_failed_logins_count_across_replicas(
+    replicas: list[str], keys: Keys, tmp_path: Path
+) -> None:
+    channels, stubs = await with_shop(replicas, keys, tmp_path)
+    auth = Keys.auth(keys.admin)
+    password = "correct horse battery"
+    await stubs[0].RegisterCustomer(
+        pb.RegisterCustomerRequest(site_id="shop", login_id="t@example.jp", password=password),
+        metadata=auth,
+    )
+
+    async def login(replica: int, attempt: str) -> grpc.StatusCode:
+        request = pb.LoginRequest(site_id="shop", login_id="t@example.jp", password=attempt)
+        try:
+            await stubs[replica].Login(request, metadata=auth)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    # Five failures, spread over both replicas, lock the login on both.
+    failures = [await login(i % 2, "wrong horse battery") for i in range(5)]
+    locked = [await login(i, password) for i in (0, 1)]
+    for channel in channels:
+        await channel.close()
+    assert failures == [grpc.StatusCode.UNAUTHENTICATED] * 5
+    assert locked == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2

@@ -50,7 +50,7 @@ from kizuna_identity.domain.profile import (
 from kizuna_identity.domain.session import Session, session_id
 from kizuna_identity.domain.site import Site
 from kizuna_identity.passwords import PasswordHasher
-from kizuna_identity.throttle import LoginThrottle
+from kizuna_identity.throttle import LoginThrottle, Throttle
 from kizuna_kit.thread_group_commit import ThreadGroupCommit
 
 A = TypeVar("A", bound=Aggregate)
@@ -104,7 +104,7 @@ class IdentityApplication(Application[UUID]):
         env: Mapping[str, str] | None = None,
         *,
         hasher: PasswordHasher,
-        throttle: LoginThrottle | None = None,
+        throttle: Throttle | None = None,
         clock: Callable[[], datetime] = utcnow,
         session_ttl: timedelta = timedelta(hours=12),
         on_recorded: Callable[[], None] | None = None,

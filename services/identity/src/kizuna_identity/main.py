@@ -9,6 +9,7 @@ from typing import Any
 from kizuna.identity.v1 import identity_pb2_grpc as pb_grpc
 from kizuna_identity.api import POLICY, SERVICE_NAME, IdentityServicer
 from kizuna_identity.application import IdentityApplication
+from kizuna_identity.lockouts import SharedLoginThrottle, open_lockouts
 from kizuna_identity.passwords import Argon2Params, PasswordHasher
 from kizuna_identity.wire import STREAM, SUBJECTS, translator
 from kizuna_kit.auth import ApiKeys
@@ -43,6 +44,7 @@ class IdentityService:
     server: GrpcServer
     relay: Relay
     link: NatsLink
+    throttle: SharedLoginThrottle
 
     def background(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         return [leased(self.link, "relay-identity", self.relay.run)]
@@ -50,16 +52,19 @@ class IdentityService:
     async def close(self) -> None:
         await self.link.close()
         self.app.close()
+        self.throttle.close()
 
 
 def build(config: ServiceConfig, env: Mapping[str, str]) -> IdentityService:
     keys = ApiKeys.load(config.required_api_keys_file)
     link = NatsLink(config.nats_url, name=SERVICE, replicas=config.nats_replicas)
     wake: list[Callable[[], None]] = []
+    throttle = open_lockouts(config.database_url, config.data_dir / "identity-lockouts.sqlite")
     app = open_application(
         lambda: IdentityApplication(
             eventsourcing_env(config.database_url, config.sqlite_path, pool_size=config.workers),
             hasher=PasswordHasher(argon2_params(env)),
+            throttle=throttle,
             on_recorded=lambda: wake[0]() if wake else None,
         )
     )
@@ -76,7 +81,7 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> IdentityService:
         SERVICE_NAME, IdentityServicer(app), pb_grpc.add_IdentityServiceServicer_to_server
     )
     server = GrpcServer([binding], POLICY, keys, host=config.host, port=config.port, tls=config.tls)
-    return IdentityService(app, server, relay, link)
+    return IdentityService(app, server, relay, link, throttle)
 
 
 def run() -> None:

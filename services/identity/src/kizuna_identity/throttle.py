@@ -1,4 +1,9 @@
-"""Login lock-out: too many failures for one login id within a window lock it for a while."""
+"""Login lock-out: too many failures for one login id within a window lock it for a while.
+
+The services count failures in the database, shared by every replica
+(`lockouts.SharedLoginThrottle`); `LoginThrottle` counts them in this process, for an
+application on the in-memory event store.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,30 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    max_failures: int = 5
+    window_seconds: float = 15 * 60
+    lockout_seconds: float = 15 * 60
+
+
+class Throttle(Protocol):
+    def retry_after(self, login_id: str) -> int:
+        """Seconds until the login may be tried again; 0 when it is not locked."""
+
+    def failed(self, login_id: str) -> None: ...
+
+    def succeeded(self, login_id: str) -> None: ...
 
 
 @dataclass
 class LoginThrottle:
-    max_failures: int = 5
-    window_seconds: float = 15 * 60
-    lockout_seconds: float = 15 * 60
+    max_failures: int = ThrottlePolicy.max_failures
+    window_seconds: float = ThrottlePolicy.window_seconds
+    lockout_seconds: float = ThrottlePolicy.lockout_seconds
     max_tracked: int = 100_000
     clock: Callable[[], float] = monotonic
     _failures: dict[str, deque[float]] = field(default_factory=dict)

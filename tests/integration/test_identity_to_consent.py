@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import grpc
@@ -10,12 +9,11 @@ import pytest
 
 from kizuna.consent.v1 import consent_pb2 as cpb
 from kizuna.identity.v1 import identity_pb2 as ipb
-from kizuna.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from kizuna_kit.natsd import NatsServer
 from kizuna_kit.testing.waiting import eventually
 from tests.conftest import Keys
 from tests.integration.consent.service import running_consent
-from tests.integration.identity.conftest import start_identity
+from tests.integration.identity.conftest import identity_with_relay
 
 pytestmark = pytest.mark.integration
 PASSWORD = "correct horse battery"
@@ -24,116 +22,104 @@ PASSWORD = "correct horse battery"
 async def test_merge_and_erasure_reach_the_ledger(
     tmp_path: Path, keys: Keys, postgres_url: str, nats_server: NatsServer
 ) -> None:
-    identity, relay = await start_identity(tmp_path / "identity", keys, None, nats_server.url, True)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{identity.server.port}")
-    ids = IdentityServiceStub(channel)
     auth = Keys.auth(keys.admin)
-    try:
-        async with running_consent(
-            tmp_path / "consent", keys, postgres_url, nats_server.url
-        ) as consent:
-            await ids.CreateSite(
-                ipb.CreateSiteRequest(site_id="shop", display_name="Shop", site_group="g"),
+    async with (
+        identity_with_relay(tmp_path / "identity", keys, nats_server.url) as ids,
+        running_consent(tmp_path / "consent", keys, postgres_url, nats_server.url) as consent,
+    ):
+        await ids.CreateSite(
+            ipb.CreateSiteRequest(site_id="shop", display_name="Shop", site_group="g"),
+            metadata=auth,
+        )
+        tanaka = (
+            await ids.RegisterCustomer(
+                ipb.RegisterCustomerRequest(
+                    site_id="shop", login_id="tanaka@example.jp", password=PASSWORD
+                ),
                 metadata=auth,
             )
-            tanaka = (
-                await ids.RegisterCustomer(
-                    ipb.RegisterCustomerRequest(
-                        site_id="shop", login_id="tanaka@example.jp", password=PASSWORD
-                    ),
-                    metadata=auth,
-                )
-            ).customer_id
-            other = (
-                await ids.RegisterCustomer(
-                    ipb.RegisterCustomerRequest(
-                        site_id="shop", login_id="t.tanaka@example.com", password=PASSWORD
-                    ),
-                    metadata=auth,
-                )
-            ).customer_id
-            await consent.call(
-                "PublishStatement",
-                cpb.PublishStatementRequest(
-                    statement_id="marketing-email",
-                    version="1.0",
-                    title="Mail",
-                    text="We may e-mail you.",
+        ).customer_id
+        other = (
+            await ids.RegisterCustomer(
+                ipb.RegisterCustomerRequest(
+                    site_id="shop", login_id="t.tanaka@example.com", password=PASSWORD
                 ),
+                metadata=auth,
             )
-            await consent.call(
-                "RecordConsent",
-                cpb.RecordConsentRequest(
-                    subject_id=other,
-                    statement_id="marketing-email",
-                    version="1.0",
-                    decision=cpb.DECISION_GRANTED,
-                    evidence=cpb.Evidence(ip="198.51.100.1", user_agent="App/1.0"),
-                ),
-            )
-
-            await ids.MergeCustomers(
-                ipb.MergeCustomersRequest(survivor_id=tanaka, merged_id=other), metadata=auth
-            )
-
-            async def survivor_answers() -> bool:
-                reply = await consent.call(
-                    "GetConsentState", cpb.GetConsentStateRequest(subject_id=other)
-                )
-                return bool(reply.subject_id == tanaka)
-
-            await eventually(survivor_answers, within=30)
-            state = await consent.call(
-                "GetConsentState", cpb.GetConsentStateRequest(subject_id=tanaka)
-            )
-            assert [(e.statement_id, e.status) for e in state.entries] == [
-                ("marketing-email", cpb.CONSENT_STATUS_GRANTED)
-            ]
-            # New consent for the merged id lands on the survivor.
-            recorded = await consent.call(
-                "RecordConsent",
-                cpb.RecordConsentRequest(
-                    subject_id=other,
-                    statement_id="marketing-email",
-                    version="1.0",
-                    decision=cpb.DECISION_WITHDRAWN,
-                    evidence=cpb.Evidence(ip="198.51.100.2"),
-                ),
-            )
-            assert recorded.subject_id == tanaka
-
-            await ids.EraseCustomer(
-                ipb.EraseCustomerRequest(customer_id=tanaka, reason="art. 17"), metadata=auth
-            )
-
-            async def shredded() -> bool:
-                history = await consent.stream(
-                    "ListConsentHistory", cpb.ListConsentHistoryRequest(subject_id=tanaka)
-                )
-                return len(history) == 2 and all(h.record.evidence_shredded for h in history)
-
-            await eventually(shredded, within=30)
-            history = await consent.stream(
-                "ListConsentHistory", cpb.ListConsentHistoryRequest(subject_id=tanaka)
-            )
-            assert "198.51.100" not in str(history)
-            verified = await consent.call("VerifyLedger", cpb.VerifyLedgerRequest())
-            assert (verified.ok, verified.records_checked) == (True, 2)
-            later = cpb.RecordConsentRequest(
+        ).customer_id
+        await consent.call(
+            "PublishStatement",
+            cpb.PublishStatementRequest(
+                statement_id="marketing-email",
+                version="1.0",
+                title="Mail",
+                text="We may e-mail you.",
+            ),
+        )
+        await consent.call(
+            "RecordConsent",
+            cpb.RecordConsentRequest(
                 subject_id=other,
                 statement_id="marketing-email",
                 version="1.0",
                 decision=cpb.DECISION_GRANTED,
+                evidence=cpb.Evidence(ip="198.51.100.1", user_agent="App/1.0"),
+            ),
+        )
+
+        await ids.MergeCustomers(
+            ipb.MergeCustomersRequest(survivor_id=tanaka, merged_id=other), metadata=auth
+        )
+
+        async def survivor_answers() -> bool:
+            reply = await consent.call(
+                "GetConsentState", cpb.GetConsentStateRequest(subject_id=other)
             )
-            await consent.fails(
-                "RecordConsent", later, grpc.StatusCode.FAILED_PRECONDITION, "SUBJECT_ERASED"
+            return bool(reply.subject_id == tanaka)
+
+        await eventually(survivor_answers, within=30)
+        state = await consent.call("GetConsentState", cpb.GetConsentStateRequest(subject_id=tanaka))
+        assert [(e.statement_id, e.status) for e in state.entries] == [
+            ("marketing-email", cpb.CONSENT_STATUS_GRANTED)
+        ]
+        # New consent for the merged id lands on the survivor.
+        recorded = await consent.call(
+            "RecordConsent",
+            cpb.RecordConsentRequest(
+                subject_id=other,
+                statement_id="marketing-email",
+                version="1.0",
+                decision=cpb.DECISION_WITHDRAWN,
+                evidence=cpb.Evidence(ip="198.51.100.2"),
+            ),
+        )
+        assert recorded.subject_id == tanaka
+
+        await ids.EraseCustomer(
+            ipb.EraseCustomerRequest(customer_id=tanaka, reason="art. 17"), metadata=auth
+        )
+
+        async def shredded() -> bool:
+            history = await consent.stream(
+                "ListConsentHistory", cpb.ListConsentHistoryRequest(subject_id=tanaka)
             )
-            # Merges and erasures applied exactly once, whatever JetStream redelivers.
-            assert consent.service.store.tracked_position() > 0
-    finally:
-        if relay is not None:
-            relay.cancel()
-            await asyncio.gather(relay, return_exceptions=True)
-        await channel.close()
-        await identity.server.stop(0)
-        await identity.close()
+            return len(history) == 2 and all(h.record.evidence_shredded for h in history)
+
+        await eventually(shredded, within=30)
+        history = await consent.stream(
+            "ListConsentHistory", cpb.ListConsentHistoryRequest(subject_id=tanaka)
+        )
+        assert "198.51.100" not in str(history)
+        verified = await consent.call("VerifyLedger", cpb.VerifyLedgerRequest())
+        assert (verified.ok, verified.records_checked) == (True, 2)
+        later = cpb.RecordConsentRequest(
+            subject_id=other,
+            statement_id="marketing-email",
+            version="1.0",
+            decision=cpb.DECISION_GRANTED,
+        )
+        await consent.fails(
+            "RecordConsent", later, grpc.StatusCode.FAILED_PRECONDITION, "SUBJECT_ERASED"
+        )
+        # Merges and erasures applied exactly once, whatever JetStream redelivers.
+        assert consent.service.store.tracked_position() > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,24 @@ async def start_identity(
     await service.server.start()
     task = asyncio.create_task(service.relay.run()) if relay else None
     return service, task
+
+
+@asynccontextmanager
+async def identity_with_relay(
+    data_dir: Path, keys: Keys, nats_url: str
+) -> AsyncIterator[IdentityServiceStub]:
+    """Identity on SQLite in `data_dir`, its relay publishing to `nats_url`; a stub."""
+    service, relay = await start_identity(data_dir, keys, None, nats_url, True)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.server.port}")
+    try:
+        yield IdentityServiceStub(channel)
+    finally:
+        if relay is not None:
+            relay.cancel()
+            await asyncio.gather(relay, return_exceptions=True)
+        await channel.close()
+        await service.server.stop(0)
+        await service.close()
 
 
 @pytest.fixture

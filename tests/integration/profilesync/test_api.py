@@ -19,7 +19,7 @@ from kizuna_kit.natsd import NatsServer
 from kizuna_kit.testing.waiting import eventually
 from tests.conftest import Keys
 from tests.integration.consent.service import Consent, running_consent
-from tests.integration.identity.conftest import start_identity
+from tests.integration.identity.conftest import identity_with_relay
 from tests.integration.profilesync.service import (
     SECRET,
     ProfileSync,
@@ -65,36 +65,26 @@ class Stack:
 async def stack(
     tmp_path: Path, keys: Keys, postgres_url: str, nats_server: NatsServer
 ) -> AsyncIterator[Stack]:
-    identity, relay = await start_identity(tmp_path / "identity", keys, None, nats_server.url, True)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{identity.server.port}")
     auth = Keys.auth(keys.admin)
-    try:
-        async with (
-            running_consent(tmp_path / "consent", keys, None, nats_server.url) as consent,
-            running_profilesync(tmp_path / "sync", keys, postgres_url, nats_server.url) as sync,
-        ):
-            ids = IdentityServiceStub(channel)
-            await ids.CreateSite(
-                ipb.CreateSiteRequest(site_id="shop", display_name="Shop", site_group="g"),
-                metadata=auth,
-            )
-            await consent.call(
-                "PublishStatement",
-                cpb.PublishStatementRequest(
-                    statement_id="marketing-email",
-                    version="1.0",
-                    title="Mail",
-                    text="We may e-mail you.",
-                ),
-            )
-            yield Stack(ids, consent, sync, auth)
-    finally:
-        if relay is not None:
-            relay.cancel()
-            await asyncio.gather(relay, return_exceptions=True)
-        await channel.close()
-        await identity.server.stop(0)
-        await identity.close()
+    async with (
+        identity_with_relay(tmp_path / "identity", keys, nats_server.url) as ids,
+        running_consent(tmp_path / "consent", keys, None, nats_server.url) as consent,
+        running_profilesync(tmp_path / "sync", keys, postgres_url, nats_server.url) as sync,
+    ):
+        await ids.CreateSite(
+            ipb.CreateSiteRequest(site_id="shop", display_name="Shop", site_group="g"),
+            metadata=auth,
+        )
+        await consent.call(
+            "PublishStatement",
+            cpb.PublishStatementRequest(
+                statement_id="marketing-email",
+                version="1.0",
+                title="Mail",
+                text="We may e-mail you.",
+            ),
+        )
+        yield Stack(ids, consent, sync, auth)
 
 
 async def webhook(sync: ProfileSync, connector_id: str, port: int, *required: str) -> None:

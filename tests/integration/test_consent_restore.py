@@ -1,0 +1,159 @@
+"""Restoring the consent database from a dump, as docs/operating.md describes: pg_dump,
+more traffic (a record, an erasure), pg_restore into an empty database, the CONSENT
+stream and consent's durable consumer on IDENTITY deleted, consent started on the
+restored database."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import nats
+import pytest
+
+from kizuna.consent.v1 import consent_pb2 as cpb
+from kizuna.events.v1.envelope_pb2 import Envelope
+from kizuna.identity.v1 import identity_pb2 as ipb
+from kizuna_consent.identity_events import DURABLE
+from kizuna_consent.wire import STREAM
+from kizuna_kit.natsd import NatsServer
+from kizuna_kit.testing.postgres import PostgresCluster, find_pg_bin_dir
+from kizuna_kit.testing.waiting import eventually
+from tests.conftest import Keys
+from tests.integration.consent.service import Consent, running_consent
+from tests.integration.identity.conftest import identity_with_relay
+
+pytestmark = pytest.mark.integration
+PASSWORD = "correct horse battery"
+STATEMENT = "marketing-email"
+
+
+def grant(subject: str, ip: str) -> cpb.RecordConsentRequest:
+    return cpb.RecordConsentRequest(
+        subject_id=subject,
+        statement_id=STATEMENT,
+        version="1.0",
+        decision=cpb.DECISION_GRANTED,
+        evidence=cpb.Evidence(ip=ip),
+    )
+
+
+async def pg_tool(tool: str, *args: str) -> None:
+    process = await asyncio.create_subprocess_exec(str(find_pg_bin_dir() / tool), *args)
+    assert await process.wait() == 0, tool
+
+
+async def history(consent: Consent, subject: str) -> list[cpb.ListConsentHistoryResponse]:
+    return await consent.stream(
+        "ListConsentHistory", cpb.ListConsentHistoryRequest(subject_id=subject)
+    )
+
+
+def shredded(records: list[cpb.ListConsentHistoryResponse]) -> bool:
+    """Tanaka's one record, its evidence unreadable."""
+    return len(records) == 1 and records[0].record.evidence_shredded
+
+
+async def consent_positions(nats_url: str) -> list[int]:
+    client = await nats.connect(nats_url)
+    try:
+        js = client.jetstream()
+        last = (await js.stream_info(STREAM)).state.last_seq
+        return [
+            Envelope.FromString((await js.get_msg(STREAM, seq=s)).data or b"").position
+            for s in range(1, last + 1)
+        ]
+    finally:
+        await client.close()
+
+
+async def test_a_restored_ledger_catches_up_and_publishes_in_order(
+    tmp_path: Path,
+    keys: Keys,
+    postgres_cluster: PostgresCluster,
+    postgres_url: str,
+    nats_server: NatsServer,
+) -> None:
+    auth = Keys.auth(keys.admin)
+    dump = tmp_path / "consent.dump"
+    restored_url = postgres_cluster.create_database("consent_restored")
+    async with identity_with_relay(tmp_path / "identity", keys, nats_server.url) as ids:
+        await ids.CreateSite(
+            ipb.CreateSiteRequest(site_id="shop", display_name="Shop", site_group="g"),
+            metadata=auth,
+        )
+        tanaka, sato = [
+            (
+                await ids.RegisterCustomer(
+                    ipb.RegisterCustomerRequest(site_id="shop", login_id=login, password=PASSWORD),
+                    metadata=auth,
+                )
+            ).customer_id
+            for login in ("tanaka@example.jp", "sato@example.jp")
+        ]
+        async with running_consent(
+            tmp_path / "consent", keys, postgres_url, nats_server.url
+        ) as consent:
+            await consent.call(
+                "PublishStatement",
+                cpb.PublishStatementRequest(
+                    statement_id=STATEMENT, version="1.0", title="Mail", text="We may e-mail you."
+                ),
+            )
+            await consent.call("RecordConsent", grant(tanaka, "198.51.100.1"))
+            await consent.call("RecordConsent", grant(sato, "198.51.100.2"))
+            await pg_tool("pg_dump", "-Fc", "-f", str(dump), postgres_url)
+            # After the backup: a record that the restore loses, and an erasure that
+            # identity's stream still holds.
+            lost = await consent.call("RecordConsent", grant(sato, "198.51.100.3"))
+            await ids.EraseCustomer(
+                ipb.EraseCustomerRequest(customer_id=tanaka, reason="art. 17"), metadata=auth
+            )
+
+            async def erased() -> bool:
+                return shredded(await history(consent, tanaka))
+
+            await eventually(erased, within=30)
+            published_before = await consent_positions(nats_server.url)
+
+        await pg_tool("pg_restore", "-d", restored_url, str(dump))
+        client = await nats.connect(nats_server.url)
+        js = client.jetstream()
+        await js.delete_stream(STREAM)
+        await js.delete_consumer("IDENTITY", DURABLE)
+        await client.close()
+
+        async with running_consent(
+            tmp_path / "consent", keys, restored_url, nats_server.url
+        ) as consent:
+            # The erasure after the backup comes again from IDENTITY.
+            async def erased_again() -> bool:
+                return shredded(await history(consent, tanaka))
+
+            await eventually(erased_again, within=30)
+            await consent.fails(
+                "RecordConsent",
+                grant(tanaka, "198.51.100.4"),
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "SUBJECT_ERASED",
+            )
+            assert [h.record.evidence.ip for h in await history(consent, sato)] == ["198.51.100.2"]
+            verified = await consent.call("VerifyLedger", cpb.VerifyLedgerRequest())
+            assert (verified.ok, verified.records_checked) == (True, 2)
+            again = await consent.call("RecordConsent", grant(sato, "198.51.100.5"))
+            assert again.sequence == lost.sequence == 3
+            expected = await consent.call("VerifyLedger", cpb.VerifyLedgerRequest())
+            assert expected.records_checked == 3
+
+            async def republished() -> bool:
+                positions = await consent_positions(nats_server.url)
+                return len(positions) == len(published_before)
+
+            # The re-created stream holds the restored log once, in order, then the new
+            # record: as many events as before the restore (the lost record's place is
+            # taken by the new one).
+            await eventually(republished, within=30)
+            positions = await consent_positions(nats_server.url)
+            assert positions == sorted(set(positions)) == list(range(1, len(positions) + 1))
+    postgres_cluster.drop_database("consent_restored")

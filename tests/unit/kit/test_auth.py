@@ -53,3 +53,41 @@ def test_malformed_files_give_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps({"keys": [{"id": "x"}]}))
     with pytest.raises(KeyFileError, match="malformed"):
         ApiKeys.load(tmp_path / "bad.json")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_changed_key_file_is_followed_without_a_restart(tmp_path: Path) -> None:
+    path, clock = tmp_path / "keys.json", Clock()
+    old = issue_keys(path, {"admin": {"x"}})["admin"]
+    keys = ApiKeys.load(path, recheck_seconds=5, clock=clock)
+    new = issue_keys(path, {"admin": {"x"}, "crm": {"y"}})  # the old admin key is revoked
+    assert keys.authenticate(f"Bearer {old}") is not None  # not looked at yet
+    clock.now += 5
+    assert keys.authenticate(f"Bearer {old}") is None
+    crm = keys.authenticate(f"Bearer {new['crm']}")
+    assert crm is not None
+    assert crm.scopes == {"y"}
+    assert keys.authenticate(f"Bearer {new['admin']}") is not None
+
+
+def test_a_key_file_that_cannot_be_read_leaves_the_keys_in_use(tmp_path: Path) -> None:
+    path, clock = tmp_path / "keys.json", Clock()
+    admin = "Bearer " + issue_keys(path, {"admin": {"x"}})["admin"]
+    keys = ApiKeys.load(path, recheck_seconds=1, clock=clock)
+    path.write_text("{half a file")
+    clock.now += 1
+    assert keys.authenticate(admin) is not None
+    path.unlink()
+    clock.now += 1
+    assert keys.authenticate(admin) is not None
+    crm = "Bearer " + issue_keys(path, {"crm": {"y"}})["crm"]
+    clock.now += 1
+    assert keys.authenticate(admin) is None
+    assert keys.authenticate(crm) is not None

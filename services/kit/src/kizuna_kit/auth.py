@@ -3,6 +3,10 @@
 A token reads `kz.<key id>.<secret>`: the id finds the stored digest, the secret is
 checked against it in constant time. Keys are random 256-bit values, so a fast
 salted hash is as strong as a slow one and keeps every RPC cheap.
+
+Keys loaded from a file follow it: a service notices a changed file (checked at most
+every few seconds, on the next call) and re-reads it, so adding or revoking a key needs
+no restart. A file that cannot be read leaves the keys as they were.
 """
 
 from __future__ import annotations
@@ -12,9 +16,14 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("kizuna.auth")
 
 KEY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -64,43 +73,69 @@ def write_key_file(path: Path, keys: Iterable[StoredKey]) -> None:
     path.chmod(0o600)
 
 
+# How often a service looks at its key file for changes.
+RECHECK_SECONDS = 5.0
+
+Certificates = Mapping[str, Principal]
+
+
 class ApiKeys:
     def __init__(
-        self, keys: Iterable[StoredKey], certificates: Mapping[str, Principal] | None = None
+        self,
+        keys: Iterable[StoredKey],
+        certificates: Certificates | None = None,
+        *,
+        source: Path | None = None,
+        recheck_seconds: float = RECHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._keys: Mapping[str, StoredKey] = {k.key_id: k for k in keys}
-        # Client certificate common name -> principal (mTLS instead of a bearer key).
-        self._certificates: Mapping[str, Principal] = dict(certificates or {})
+        """`source`: the file the keys came from, re-read when it changes."""
+        self._use(keys, certificates or {})
+        self._source = source
+        self._recheck_seconds = recheck_seconds
+        self._clock = clock
+        self._checked_at = clock()
+        self._stamp = _stamp(source) if source is not None else None
 
     @classmethod
-    def load(cls, path: Path) -> ApiKeys:
+    def load(
+        cls,
+        path: Path,
+        *,
+        recheck_seconds: float = RECHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> ApiKeys:
+        keys, certificates = _read(path)
+        return cls(keys, certificates, source=path, recheck_seconds=recheck_seconds, clock=clock)
+
+    def _use(self, keys: Iterable[StoredKey], certificates: Certificates) -> None:
+        self._keys: Mapping[str, StoredKey] = {k.key_id: k for k in keys}
+        # Client certificate common name -> principal (mTLS instead of a bearer key).
+        self._certificates: Mapping[str, Principal] = dict(certificates)
+
+    def _follow_source(self) -> None:
+        """Re-reads the key file if it changed; looks at most every recheck_seconds."""
+        if self._source is None:
+            return
+        now = self._clock()
+        if now - self._checked_at < self._recheck_seconds:
+            return
+        self._checked_at = now
+        stamp = _stamp(self._source)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
         try:
-            document = json.loads(path.read_text())
-            keys = [
-                StoredKey(
-                    key_id=str(item["id"]),
-                    salt=bytes.fromhex(item["salt"]),
-                    digest=bytes.fromhex(item["sha256"]),
-                    scopes=frozenset(str(s) for s in item["scopes"]),
-                )
-                for item in document["keys"]
-                if "client_cert_cn" not in item
-            ]
-            certificates = {
-                str(item["client_cert_cn"]): Principal(
-                    str(item["id"]), frozenset(str(s) for s in item["scopes"])
-                )
-                for item in document["keys"]
-                if "client_cert_cn" in item
-            }
-        except FileNotFoundError:
-            raise KeyFileError(f"API keys file {path} does not exist") from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise KeyFileError(f"API keys file {path} is malformed: {type(exc).__name__}") from None
-        return cls(keys, certificates)
+            keys, certificates = _read(self._source)
+        except KeyFileError as exc:
+            log.error("auth.keys_reload_failed", error=str(exc))
+            return
+        self._use(keys, certificates)
+        log.info("auth.keys_reloaded", keys=len(keys) + len(certificates))
 
     def by_certificate(self, common_names: Iterable[str]) -> Principal | None:
         """The principal of a verified client certificate (the TLS layer checked it)."""
+        self._follow_source()
         for name in common_names:
             principal = self._certificates.get(name)
             if principal is not None:
@@ -109,6 +144,7 @@ class ApiKeys:
 
     def authenticate(self, authorization: str | None) -> Principal | None:
         """The principal for an `authorization` header value, or None."""
+        self._follow_source()
         if not authorization or not authorization.startswith("Bearer "):
             return None
         parts = authorization[len("Bearer ") :].strip().split(".", 2)
@@ -122,6 +158,43 @@ class ApiKeys:
         if not hmac.compare_digest(_digest(stored.salt, parts[2]), stored.digest):
             return None
         return Principal(stored.key_id, stored.scopes)
+
+
+def _read(path: Path) -> tuple[list[StoredKey], dict[str, Principal]]:
+    try:
+        document = json.loads(path.read_text())
+        keys = [
+            StoredKey(
+                key_id=str(item["id"]),
+                salt=bytes.fromhex(item["salt"]),
+                digest=bytes.fromhex(item["sha256"]),
+                scopes=frozenset(str(s) for s in item["scopes"]),
+            )
+            for item in document["keys"]
+            if "client_cert_cn" not in item
+        ]
+        certificates = {
+            str(item["client_cert_cn"]): Principal(
+                str(item["id"]), frozenset(str(s) for s in item["scopes"])
+            )
+            for item in document["keys"]
+            if "client_cert_cn" in item
+        }
+    except FileNotFoundError:
+        raise KeyFileError(f"API keys file {path} does not exist") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyFileError(f"API keys file {path} is malformed: {type(exc).__name__}") from None
+    return keys, certificates
+
+
+def _stamp(path: Path) -> bytes | None:
+    """The file's content (a few kilobytes), None while it cannot be read. Compared
+    whole, not by its mtime: two writes within one clock tick, of the same size, would
+    look alike. Reading through the path follows a Kubernetes Secret's symlink swap."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 # The scopes of the public contract, and the two keys `kizuna up` issues.

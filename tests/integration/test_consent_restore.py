@@ -21,11 +21,10 @@ from kizuna_kit.natsd import NatsServer
 from kizuna_kit.testing.postgres import PostgresCluster, find_pg_bin_dir
 from kizuna_kit.testing.waiting import eventually
 from tests.conftest import Keys
-from tests.integration.consent.service import Consent, running_consent
-from tests.integration.identity.conftest import identity_with_relay
+from tests.integration.consent.service import Consent, publish, running_consent
+from tests.integration.identity.conftest import identity_with_relay, register_at_shop
 
 pytestmark = pytest.mark.integration
-PASSWORD = "correct horse battery"
 STATEMENT = "marketing-email"
 
 
@@ -79,28 +78,12 @@ async def test_a_restored_ledger_catches_up_and_publishes_in_order(
     dump = tmp_path / "consent.dump"
     restored_url = postgres_cluster.create_database("consent_restored")
     async with identity_with_relay(tmp_path / "identity", keys, nats_server.url) as ids:
-        await ids.CreateSite(
-            ipb.CreateSiteRequest(site_id="shop", display_name="Shop", site_group="g"),
-            metadata=auth,
-        )
-        tanaka, sato = [
-            (
-                await ids.RegisterCustomer(
-                    ipb.RegisterCustomerRequest(site_id="shop", login_id=login, password=PASSWORD),
-                    metadata=auth,
-                )
-            ).customer_id
-            for login in ("tanaka@example.jp", "sato@example.jp")
-        ]
+        tanaka = await register_at_shop(ids, keys, "tanaka@example.jp")
+        sato = await register_at_shop(ids, keys, "sato@example.jp")
         async with running_consent(
             tmp_path / "consent", keys, postgres_url, nats_server.url
         ) as consent:
-            await consent.call(
-                "PublishStatement",
-                cpb.PublishStatementRequest(
-                    statement_id=STATEMENT, version="1.0", title="Mail", text="We may e-mail you."
-                ),
-            )
+            await publish(consent, STATEMENT, "1.0")
             await consent.call("RecordConsent", grant(tanaka, "198.51.100.1"))
             await consent.call("RecordConsent", grant(sato, "198.51.100.2"))
             await pg_tool("pg_dump", "-Fc", "-f", str(dump), postgres_url)

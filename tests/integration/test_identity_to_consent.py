@@ -12,11 +12,10 @@ from kizuna.identity.v1 import identity_pb2 as ipb
 from kizuna_kit.natsd import NatsServer
 from kizuna_kit.testing.waiting import eventually
 from tests.conftest import Keys
-from tests.integration.consent.service import running_consent
-from tests.integration.identity.conftest import identity_with_relay
+from tests.integration.consent.service import publish, running_consent
+from tests.integration.identity.conftest import identity_with_relay, register_at_shop
 
 pytestmark = pytest.mark.integration
-PASSWORD = "correct horse battery"
 
 
 async def test_merge_and_erasure_reach_the_ledger(
@@ -27,35 +26,9 @@ async def test_merge_and_erasure_reach_the_ledger(
         identity_with_relay(tmp_path / "identity", keys, nats_server.url) as ids,
         running_consent(tmp_path / "consent", keys, postgres_url, nats_server.url) as consent,
     ):
-        await ids.CreateSite(
-            ipb.CreateSiteRequest(site_id="shop", display_name="Shop", site_group="g"),
-            metadata=auth,
-        )
-        tanaka = (
-            await ids.RegisterCustomer(
-                ipb.RegisterCustomerRequest(
-                    site_id="shop", login_id="tanaka@example.jp", password=PASSWORD
-                ),
-                metadata=auth,
-            )
-        ).customer_id
-        other = (
-            await ids.RegisterCustomer(
-                ipb.RegisterCustomerRequest(
-                    site_id="shop", login_id="t.tanaka@example.com", password=PASSWORD
-                ),
-                metadata=auth,
-            )
-        ).customer_id
-        await consent.call(
-            "PublishStatement",
-            cpb.PublishStatementRequest(
-                statement_id="marketing-email",
-                version="1.0",
-                title="Mail",
-                text="We may e-mail you.",
-            ),
-        )
+        tanaka = await register_at_shop(ids, keys, "tanaka@example.jp")
+        other = await register_at_shop(ids, keys, "t.tanaka@example.com")
+        await publish(consent, "marketing-email", "1.0")
         await consent.call(
             "RecordConsent",
             cpb.RecordConsentRequest(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from kizuna.consent.v1 import consent_pb2 as pb
 from kizuna.consent.v1.consent_pb2_grpc import ConsentServiceStub
 from kizuna_consent.main import ConsentService, build
 from kizuna_consent.signing import write_new_signing_key
@@ -66,3 +67,16 @@ async def running_consent(
         await channel.close()
         await service.server.stop(0)
         await service.close()
+
+
+async def publish(consent: Consent, statement: str, version: str) -> None:
+    await consent.call(
+        "PublishStatement",
+        pb.PublishStatementRequest(
+            statement_id=statement,
+            version=version,
+            purpose="p",
+            title=f"{statement} {version}",
+            text=f"The text of {statement} {version}.",
+        ),
+    )

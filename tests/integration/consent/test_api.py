@@ -28,7 +28,7 @@ from kizuna_consent.domain.statements import Version
 from kizuna_consent.evidence import Evidence, seal
 from kizuna_consent.storage.interface import Appended, NewConsent, SubjectErased
 from tests.conftest import Keys
-from tests.integration.consent.service import Consent, running_consent
+from tests.integration.consent.service import Consent, publish, running_consent
 
 pytestmark = pytest.mark.integration
 S = grpc.StatusCode
@@ -46,19 +46,6 @@ def ts(text: str) -> Timestamp:
 async def consent(tmp_path: Path, keys: Keys, database_url: str | None) -> AsyncIterator[Consent]:
     async with running_consent(tmp_path / "consent", keys, database_url, None) as running:
         yield running
-
-
-async def publish(consent: Consent, statement: str, version: str) -> None:
-    await consent.call(
-        "PublishStatement",
-        pb.PublishStatementRequest(
-            statement_id=statement,
-            version=version,
-            purpose="p",
-            title=f"{statement} {version}",
-            text=f"The text of {statement} {version}.",
-        ),
-    )
 
 
 async def grant(

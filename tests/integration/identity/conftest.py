@@ -18,6 +18,7 @@ from kizuna_kit.config import ServiceConfig
 from tests.conftest import Keys
 from tests.support import Caller
 
+PASSWORD = "correct horse battery"
 CHEAP_HASH = {
     "KIZUNA_TESTING": "1",
     "KIZUNA_IDENTITY_ARGON2_MEMORY_KIB": "64",
@@ -65,11 +66,17 @@ async def start_identity(
 async def identity_with_relay(
     data_dir: Path, keys: Keys, nats_url: str
 ) -> AsyncIterator[IdentityServiceStub]:
-    """Identity on SQLite in `data_dir`, its relay publishing to `nats_url`; a stub."""
+    """Identity on SQLite in `data_dir`, its relay publishing to `nats_url`, with a site
+    "shop" (group "g"); a stub."""
     service, relay = await start_identity(data_dir, keys, None, nats_url, True)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.server.port}")
     try:
-        yield IdentityServiceStub(channel)
+        stub = IdentityServiceStub(channel)
+        await stub.CreateSite(
+            pb.CreateSiteRequest(site_id="shop", display_name="Shop", site_group="g"),
+            metadata=Keys.auth(keys.admin),
+        )
+        yield stub
     finally:
         if relay is not None:
             relay.cancel()
@@ -77,6 +84,17 @@ async def identity_with_relay(
         await channel.close()
         await service.server.stop(0)
         await service.close()
+
+
+async def register_at_shop(stub: IdentityServiceStub, keys: Keys, login: str, **fields: Any) -> str:
+    """A customer registered at `identity_with_relay`'s site; their id."""
+    reply = await stub.RegisterCustomer(
+        pb.RegisterCustomerRequest(
+            site_id="shop", login_id=login, password=PASSWORD, profile=pb.Profile(**fields)
+        ),
+        metadata=Keys.auth(keys.admin),
+    )
+    return str(reply.customer_id)
 
 
 @pytest.fixture

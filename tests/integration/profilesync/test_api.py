@@ -18,8 +18,8 @@ from kizuna.profilesync.v1 import profilesync_pb2 as pb
 from kizuna_kit.natsd import NatsServer
 from kizuna_kit.testing.waiting import eventually
 from tests.conftest import Keys
-from tests.integration.consent.service import Consent, running_consent
-from tests.integration.identity.conftest import identity_with_relay
+from tests.integration.consent.service import Consent, publish, running_consent
+from tests.integration.identity.conftest import identity_with_relay, register_at_shop
 from tests.integration.profilesync.service import (
     SECRET,
     ProfileSync,
@@ -30,7 +30,6 @@ from tests.integration.profilesync.service import (
 
 pytestmark = pytest.mark.integration
 S = grpc.StatusCode
-PASSWORD = "correct horse battery"
 
 
 @dataclass
@@ -38,16 +37,14 @@ class Stack:
     identity: IdentityServiceStub
     consent: Consent
     sync: ProfileSync
-    auth: tuple[tuple[str, str], ...]
+    keys: Keys
+
+    @property
+    def auth(self) -> tuple[tuple[str, str], ...]:
+        return Keys.auth(self.keys.admin)
 
     async def register(self, login: str, **fields: Any) -> str:
-        reply = await self.identity.RegisterCustomer(
-            ipb.RegisterCustomerRequest(
-                site_id="shop", login_id=login, password=PASSWORD, profile=ipb.Profile(**fields)
-            ),
-            metadata=self.auth,
-        )
-        return str(reply.customer_id)
+        return await register_at_shop(self.identity, self.keys, login, **fields)
 
     async def consent_to(self, customer: str, decision: cpb.Decision.ValueType) -> None:
         await self.consent.call(
@@ -65,26 +62,13 @@ class Stack:
 async def stack(
     tmp_path: Path, keys: Keys, postgres_url: str, nats_server: NatsServer
 ) -> AsyncIterator[Stack]:
-    auth = Keys.auth(keys.admin)
     async with (
         identity_with_relay(tmp_path / "identity", keys, nats_server.url) as ids,
         running_consent(tmp_path / "consent", keys, None, nats_server.url) as consent,
         running_profilesync(tmp_path / "sync", keys, postgres_url, nats_server.url) as sync,
     ):
-        await ids.CreateSite(
-            ipb.CreateSiteRequest(site_id="shop", display_name="Shop", site_group="g"),
-            metadata=auth,
-        )
-        await consent.call(
-            "PublishStatement",
-            cpb.PublishStatementRequest(
-                statement_id="marketing-email",
-                version="1.0",
-                title="Mail",
-                text="We may e-mail you.",
-            ),
-        )
-        yield Stack(ids, consent, sync, auth)
+        await publish(consent, "marketing-email", "1.0")
+        yield Stack(ids, consent, sync, keys)
 
 
 async def webhook(sync: ProfileSync, connector_id: str, port: int, *required: str) -> None:

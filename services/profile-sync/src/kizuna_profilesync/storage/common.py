@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from kizuna.events.v1.envelope_pb2 import Envelope
-from kizuna_kit.sql import Cursor, Database, Dialect, Row, insert, select
+from kizuna_kit.sql import Cursor, Database, Dialect, Params, Row, insert, select
 from kizuna_profilesync.domain.profile import Profile, rfc3339
 from kizuna_profilesync.storage.interface import (
     ConnectorCounts,
@@ -106,6 +106,13 @@ def in_list(prefix: str, values: Sequence[str]) -> tuple[str, dict[str, str]]:
     return "(" + ", ".join(":" + name for name in params) + ")", params
 
 
+def execute_per_chunk(cur: Cursor, sql: str, values: Sequence[str], params: Params) -> None:
+    """`sql`, whose `{ids}` stands for an IN list, once per IN_LIST_CHUNK of `values`."""
+    for start in range(0, len(values), IN_LIST_CHUNK):
+        ids, names = in_list("v", values[start : start + IN_LIST_CHUNK])
+        cur.execute(sql.format(ids=ids), {**params, **names})
+
+
 # The distinct streams by an index skip scan (one probe each), then each one's maximum.
 POSITIONS = """
     WITH RECURSIVE streams(stream) AS (
@@ -155,17 +162,20 @@ MARK_DEAD = """
     UPDATE deliveries SET status = 'dead', attempts = attempts + 1, last_error = :error,
         updated_at = :now
     WHERE connector_id = :connector AND delivery_id = :id AND status = 'pending'"""
-# RETURNING rather than rowcount: PostgreSQL's pipeline mode knows no rowcount yet.
 # Every delivery carries the customer's whole state (an upsert or a deletion), so a dead
 # letter older than a delivery that went through for the same customer is out of date:
-# sent now, it would undo the newer one at the receiver.
-SUPERSEDE_DEAD = """
+# sent now, it would undo the newer one at the receiver. One pass over the delivered
+# rows (no index leads with the customer, so a probe per dead letter would be a scan).
+OUTDATED_DEAD = """
+    SELECT dead.delivery_id FROM deliveries AS dead JOIN (
+        SELECT customer_id, max(seq) AS seq FROM deliveries
+        WHERE connector_id = :connector AND status = 'delivered' GROUP BY customer_id
+    ) AS latest ON latest.customer_id = dead.customer_id AND latest.seq > dead.seq
+    WHERE dead.connector_id = :connector AND dead.status = 'dead'"""
+SUPERSEDE_DEAD_IN = """
     UPDATE deliveries SET status = 'superseded', updated_at = :now
-    WHERE connector_id = :connector AND status = 'dead' AND EXISTS (
-        SELECT 1 FROM deliveries AS later
-        WHERE later.connector_id = deliveries.connector_id
-          AND later.status = 'delivered' AND later.seq > deliveries.seq
-          AND later.customer_id = deliveries.customer_id)"""
+    WHERE connector_id = :connector AND delivery_id IN {ids} AND status = 'dead'"""
+# RETURNING rather than rowcount: PostgreSQL's pipeline mode knows no rowcount yet.
 RETRY_DEAD = """
     UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = :now,
         updated_at = :now
@@ -487,12 +497,9 @@ class SqlSyncStore:
         at = rfc3339(now)
         with self._db.write() as cur:
             # One statement per chunk, not per delivery: this runs for every delivery sent.
-            for start in range(0, len(delivery_ids), IN_LIST_CHUNK):
-                ids, names = in_list("d", delivery_ids[start : start + IN_LIST_CHUNK])
-                cur.execute(
-                    MARK_DELIVERED_IN.format(ids=ids),
-                    {"connector": connector_id, "now": at, **names},
-                )
+            execute_per_chunk(
+                cur, MARK_DELIVERED_IN, delivery_ids, {"connector": connector_id, "now": at}
+            )
 
     def mark_failed(
         self, connector_id: str, delivery_id: str, error: str, next_attempt_at: datetime
@@ -541,7 +548,9 @@ class SqlSyncStore:
     def retry_dead(self, connector_id: str, now: datetime) -> int:
         params = {"connector": connector_id, "now": rfc3339(now)}
         with self._db.write() as cur:
-            cur.execute(SUPERSEDE_DEAD, params)
+            cur.execute(OUTDATED_DEAD, params)
+            outdated = [delivery_id for (delivery_id,) in cur.fetchall()]
+            execute_per_chunk(cur, SUPERSEDE_DEAD_IN, outdated, params)
             cur.execute(RETRY_DEAD, params)
             return len(cur.fetchall())
 

@@ -213,7 +213,8 @@ class ConsentApplication:
         )
 
     def append(self, batch: Sequence[NewConsent]) -> list[Appended]:
-        """One durable transaction for the whole batch (see kizuna_kit.group_commit)."""
+        """Consents already resolved and sealed, in one durable transaction: bulk loads.
+        Requests go through `record`, which resolves subjects under the writers' lock."""
         appended = self.store.append(batch, consent_recorded, self._clock)
         self._on_recorded()
         return appended

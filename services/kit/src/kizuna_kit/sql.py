@@ -97,6 +97,13 @@ def select(columns: str, table: str, rest: str) -> str:
     return f"SELECT {columns} FROM {table} {rest}"  # noqa: S608
 
 
+def in_list(prefix: str, values: Iterable[str]) -> tuple[str, dict[str, str]]:
+    """`(:p0, :p1, ...)` for `column IN ...` in either dialect, and its parameters (for a
+    short list: a few hundred values)."""
+    params = {f"{prefix}{i}": v for i, v in enumerate(values)}
+    return "(" + ", ".join(":" + name for name in params) + ")", params
+
+
 def insert(table: str, columns: str) -> str:
     """INSERT of one row, each column from the parameter of the same name."""
     names = ", ".join(":" + c for c in columns.split(", "))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -43,7 +43,7 @@ from kizuna_consent.storage.interface import (
     SubjectKey,
     TreeState,
 )
-from kizuna_kit.sql import Cursor, Database, Dialect, Params, Row, insert, select
+from kizuna_kit.sql import Cursor, Database, Dialect, Params, Row, in_list, insert, select
 
 KEY_SIZE = 32
 ERASED = "the subject was erased; no consent can be recorded"
@@ -204,12 +204,6 @@ STATEMENT_IDS_CTE = """
                 WHERE subject_id = :subject AND statement_id > ids.statement_id)
         FROM ids WHERE ids.statement_id IS NOT NULL
     )"""
-
-
-def in_list(prefix: str, values: Iterable[str]) -> tuple[str, dict[str, str]]:
-    """`(:p0, :p1, ...)` and its parameters, for an IN over a short list."""
-    params = {f"{prefix}{i}": v for i, v in enumerate(values)}
-    return "(" + ", ".join(":" + name for name in params) + ")", params
 
 
 # Rows <-> domain ----------------------------------------------------------------------

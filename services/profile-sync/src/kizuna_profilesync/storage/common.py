@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from kizuna.events.v1.envelope_pb2 import Envelope
-from kizuna_kit.sql import Cursor, Database, Dialect, Params, Row, insert, select
+from kizuna_kit.sql import Cursor, Database, Dialect, Params, Row, in_list, insert, select
 from kizuna_profilesync.domain.profile import Profile, rfc3339
 from kizuna_profilesync.storage.interface import (
     ConnectorCounts,
@@ -98,12 +98,6 @@ SEEN_POSITIONS = """
 INSERT_INBOX = insert("inbox", "seq, stream, position, envelope")
 # Values per IN list (a batch's customers read up front, a round's deliveries marked).
 IN_LIST_CHUNK = 500
-
-
-def in_list(prefix: str, values: Sequence[str]) -> tuple[str, dict[str, str]]:
-    """`(:p0, :p1, ...)` for `column IN ...` in either dialect, and its parameters."""
-    params = {f"{prefix}{i}": value for i, value in enumerate(values)}
-    return "(" + ", ".join(":" + name for name in params) + ")", params
 
 
 def execute_per_chunk(cur: Cursor, sql: str, values: Sequence[str], params: Params) -> None:

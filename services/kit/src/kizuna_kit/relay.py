@@ -5,6 +5,9 @@ holds, so a crash anywhere between commit and publish loses nothing. Each messag
 carries `Nats-Msg-Id = <service>:<position>` and expects the previous message id
 (`Nats-Expected-Last-Msg-Id`), so the stream refuses a duplicate or out-of-order
 publish even past the duplicate window or with a second relay running.
+
+An erasure (`OutgoingEvent.purges_subject`) purges its subject's earlier messages once
+it is stored, and nothing after it goes out before the purge is done.
 """
 
 from __future__ import annotations
@@ -120,6 +123,8 @@ class Relay:
     async def _publish_forever(self, js: JetStreamContext) -> None:
         cursor, last_id = await last_published(js, self.stream, self.service)
         log.info("relay.resuming", stream=self.stream, position=cursor)
+        if cursor:
+            await self._purge_if_erasure(js, cursor)
         while True:
             self._wakeup.clear()
             batch = await self._thread.run(
@@ -155,15 +160,36 @@ class Relay:
                 ).SerializeToString()
                 pending.append(await js.publish_async(event.subject, data, headers=headers))
                 last_id = msg_id
-            for future in pending:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                # cancellation that races with the future's completion, and a relay
-                # that cannot be stopped keeps publishing after a "crash".
-                async with asyncio.timeout(self._ack_timeout):
-                    await asyncio.shield(future)
+                if event.purges_subject:
+                    # Nothing more goes out before the purge: a relay stopped before it
+                    # finds the erasure last in the stream, and purges then.
+                    await self._acknowledged(pending)
+                    await self._purge(js, event.subject)
+            await self._acknowledged(pending)
         finally:
             for future in pending:
                 if not future.done():
                     future.cancel()
         RELAY_PUBLISHED.labels(self.stream).inc(len(pending))
         return last_id
+
+    async def _purge(self, js: JetStreamContext, subject: str) -> None:
+        """The subject keeps only its newest message, the stored erasure. The stream's
+        last message, which tells a relay where it stands, is never purged."""
+        await js.purge_stream(self.stream, subject=subject, keep=1)
+
+    async def _purge_if_erasure(self, js: JetStreamContext, position: int) -> None:
+        """Purges again for the stream's last message if it is an erasure: a relay
+        stopped between storing it and purging left the purge undone."""
+        last = await self._thread.run(self._log.select_notifications, position, 1)
+        event = self._translate(last[0]) if last and last[0].id == position else None
+        if event is not None and event.purges_subject:
+            await self._purge(js, event.subject)
+
+    async def _acknowledged(self, pending: Sequence[asyncio.Future[PubAck]]) -> None:
+        for future in pending:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that races with the future's completion, and a relay
+            # that cannot be stopped keeps publishing after a "crash".
+            async with asyncio.timeout(self._ack_timeout):
+                await asyncio.shield(future)

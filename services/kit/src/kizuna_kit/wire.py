@@ -24,6 +24,9 @@ class OutgoingEvent:
     occurred_at: datetime
     recorded_at: datetime
     payload: Message
+    # Once this one is stored, the stream drops the subject's earlier messages: it
+    # records an erasure (the subject's last event), and they hold what was erased.
+    purges_subject: bool = False
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

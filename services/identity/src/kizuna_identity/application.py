@@ -17,10 +17,11 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, DomainEventProtocol
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
 from eventsourcing.utils import get_topic
 
 from kizuna_identity.domain.customer import ACTIVE, ERASED, MERGED, Customer
+from kizuna_identity.domain.erasure import StandIns, redacted
 from kizuna_identity.domain.errors import (
     CustomerNotFound,
     ExternalIdTaken,
@@ -51,6 +52,7 @@ from kizuna_identity.domain.session import Session, session_id
 from kizuna_identity.domain.site import Site
 from kizuna_identity.passwords import PasswordHasher
 from kizuna_identity.throttle import LoginThrottle, Throttle
+from kizuna_kit.rewrites import rewriting_recorder
 from kizuna_kit.thread_group_commit import ThreadGroupCommit
 
 A = TypeVar("A", bound=Aggregate)
@@ -64,6 +66,14 @@ MAX_MERGE_HOPS = 64
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Write:
+    """New events, and earlier ones rewritten in the same transaction (erasure)."""
+
+    events: Sequence[Event]
+    rewrites: Sequence[StoredEvent] = ()
 
 
 @dataclass(frozen=True)
@@ -118,24 +128,30 @@ class IdentityApplication(Application[UUID]):
         # Writes from concurrent requests share one transaction: the recorder locks the
         # table to number notifications, so separate commits would queue for the lock
         # and each pay an fsync.
-        self._writes: ThreadGroupCommit[Sequence[Event], int] = ThreadGroupCommit(self._record_all)
+        self._writes: ThreadGroupCommit[Write, int] = ThreadGroupCommit(self._record_all)
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        return rewriting_recorder(self.factory)
 
     # Writes ---------------------------------------------------------------
 
-    def _commit(self, *aggregates: Aggregate | None) -> int:
+    def _commit(self, *aggregates: Aggregate | None, rewrites: Sequence[StoredEvent] = ()) -> int:
         """Records the aggregates' new events atomically; returns the last one's position."""
         events = [event for a in aggregates if a is not None for event in a.collect_events()]
-        return self._writes.submit(events) if events else 0
+        return self._writes.submit(Write(events, rewrites)) if events else 0
 
-    def _record_all(self, writes: Sequence[Sequence[Event]]) -> list[int]:
-        recordings = self.save(*(event for events in writes for event in events))
+    def _record_all(self, writes: Sequence[Write]) -> list[int]:
+        recordings = self.save(
+            *(event for write in writes for event in write.events),
+            rewrites=[rewrite for write in writes for rewrite in write.rewrites],
+        )
         if self._on_recorded is not None:
             self._on_recorded()
         positions, start = [], 0
-        for events in writes:
-            own = recordings[start : start + len(events)]
+        for write in writes:
+            own = recordings[start : start + len(write.events)]
             positions.append(max(r.notification.id for r in own))
-            start += len(events)
+            start += len(write.events)
         return positions
 
     def create_site(
@@ -282,6 +298,8 @@ class IdentityApplication(Application[UUID]):
         customer = self.live_customer(customer_id)
         erased = [c for c in self._merge_tree(customer) if c.status != ERASED]
         keys: list[UniqueKey] = []
+        names = StandIns()
+        rewrites = [rewrite for person in erased for rewrite in self._redacted_past(person, names)]
         for person in erased:
             key_ids = [login_key_id(login) for login in person.login_ids]
             key_ids += [external_key_id(p, e) for p, e in person.linked]
@@ -291,8 +309,15 @@ class IdentityApplication(Application[UUID]):
                     key.release()
                     keys.append(key)
             person.erase(reason[:500])
-        position = self._commit_versioned(*erased, *keys)
+        position = self._commit_versioned(*erased, *keys, rewrites=rewrites)
         return Written(customer.id, customer.version, position)
+
+    def _redacted_past(self, customer: Customer, names: StandIns) -> list[StoredEvent]:
+        """The customer's recorded events without personal data, to be stored in their
+        place. The erasure is recorded at the next version, so one that raced with
+        another change fails as a whole and nothing is rewritten."""
+        past = (redacted(e, names) for e in self.events.get(customer.id, lte=customer.version))
+        return [self.mapper.to_stored_event(e) for e in past if e is not None]
 
     def _merge_tree(self, root: Customer) -> list[Customer]:
         found, pending = [root], list(root.merged_ids)
@@ -302,9 +327,11 @@ class IdentityApplication(Application[UUID]):
             pending.extend(merged.merged_ids)
         return found
 
-    def _commit_versioned(self, *aggregates: Aggregate | None) -> int:
+    def _commit_versioned(
+        self, *aggregates: Aggregate | None, rewrites: Sequence[StoredEvent] = ()
+    ) -> int:
         try:
-            return self._commit(*aggregates)
+            return self._commit(*aggregates, rewrites=rewrites)
         except IntegrityError:
             raise VersionConflict("a concurrent change came first; read and try again") from None
 

@@ -95,6 +95,8 @@ def translator(mapper: Mapper[Any]) -> Callable[[Notification], OutgoingEvent | 
                     occurred_at=domain_event.timestamp,  # type: ignore[attr-defined]
                     recorded_at=domain_event.timestamp,  # type: ignore[attr-defined]
                     payload=build(domain_event),
+                    # Its earlier messages carry what the erasure erased.
+                    purges_subject=cls is Customer and type(domain_event).__name__ == "Erased",
                 )
         return None
 

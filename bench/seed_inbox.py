@@ -1,5 +1,6 @@
 """Filling profile-sync's inbox with synthetic IDENTITY events in bulk (binary COPY), the
-way the consumers would have left it: one row per event, seq = stream position.
+way the consumers would have left it: one row per event, seq = stream position, and
+each event's customer in inbox_customers.
 
 Each customer registers, then updates its profile round after round, customers
 interleaved, so a rebuild folds many events into each profile."""
@@ -21,6 +22,7 @@ from kizuna_profilesync.storage.factory import open_store
 
 STREAM = "IDENTITY"
 COPY = "COPY inbox (seq, stream, position, envelope) FROM STDIN (FORMAT BINARY)"
+COPY_CUSTOMERS = "COPY inbox_customers (customer_id, seq) FROM STDIN (FORMAT BINARY)"
 ADDRESS = ipb.PostalAddress(
     postal_code="100-0001", region="Tokyo", locality="Chiyoda-ku", street="1-1", country="JP"
 )
@@ -30,8 +32,9 @@ def customer_id(n: int) -> str:
     return str(uuid.UUID(int=0xC_0570 << 64 | n))
 
 
-def events(customers: int, total: int) -> Iterator[tuple[int, bytes]]:
-    """(position, serialized Envelope) for `total` events over `customers` customers."""
+def events(customers: int, total: int) -> Iterator[tuple[int, str, bytes]]:
+    """(position, customer id, serialized Envelope) for `total` events over `customers`
+    customers."""
     ids = [customer_id(n) for n in range(customers)]
     start = datetime(2025, 1, 1, tzinfo=UTC)
     position = 0
@@ -71,7 +74,11 @@ def events(customers: int, total: int) -> Iterator[tuple[int, bytes]]:
                 recorded_at=at,
                 payload=payload,
             )
-            yield position, envelope("identity", STREAM, position, event).SerializeToString()
+            yield (
+                position,
+                customer,
+                envelope("identity", STREAM, position, event).SerializeToString(),
+            )
         round_ += 1
 
 
@@ -80,10 +87,14 @@ def seed_inbox(url: str, data_dir: Path, customers: int, total: int) -> float:
     returns events/s."""
     open_store(url, data_dir / "unused.sqlite").close()
     begin = time.monotonic()
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        with cur.copy(COPY) as copy:
+    # Two connections: one connection runs one COPY at a time.
+    with psycopg.connect(url) as conn, psycopg.connect(url) as owners_conn:
+        with conn.cursor().copy(COPY) as copy, owners_conn.cursor().copy(COPY_CUSTOMERS) as owners:
             copy.set_types(["bigint", "text", "bigint", "bytea"])
-            for position, data in events(customers, total):
+            owners.set_types(["text", "bigint"])
+            for position, customer, data in events(customers, total):
                 copy.write_row((position, STREAM, position, data))
-        cur.execute("ANALYZE inbox")
+                owners.write_row((customer, position))
+        conn.execute("ANALYZE inbox")
+        owners_conn.execute("ANALYZE inbox_customers")
     return total / (time.monotonic() - begin)

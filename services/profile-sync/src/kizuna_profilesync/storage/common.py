@@ -16,7 +16,10 @@ from typing import Any, ClassVar
 
 from kizuna.events.v1.envelope_pb2 import Envelope
 from kizuna_kit.sql import Cursor, Database, Dialect, Params, Row, in_list, insert, select
-from kizuna_profilesync.domain.profile import Profile, rfc3339
+from kizuna_profilesync.domain.erasure import redacted
+from kizuna_profilesync.domain.gating import EventType
+from kizuna_profilesync.domain.profile import Profile, ProfileStatus, rfc3339
+from kizuna_profilesync.domain.projection import IDENTITY_STREAM
 from kizuna_profilesync.storage.interface import (
     ConnectorCounts,
     DeliveryStatus,
@@ -45,6 +48,13 @@ _TABLES = [
         position {int} NOT NULL,
         envelope {blob} NOT NULL,
         UNIQUE (stream, position)
+    )""",
+    # The inbox rows of each identity aggregate (customer), so that an erasure finds the
+    # customer's earlier events without reading the whole inbox.
+    """CREATE TABLE IF NOT EXISTS inbox_customers (
+        customer_id {text} NOT NULL,
+        seq {int} NOT NULL,
+        PRIMARY KEY (customer_id, seq)
     )""",
     """CREATE TABLE IF NOT EXISTS profiles (
         customer_id {text} PRIMARY KEY,
@@ -96,6 +106,18 @@ SEEN_POSITIONS = """
     LEFT JOIN inbox AS seen
         ON seen.stream = :stream AND seen.position >= :lo AND seen.position <= :hi"""
 INSERT_INBOX = insert("inbox", "seq, stream, position, envelope")
+INSERT_INBOX_CUSTOMER = insert("inbox_customers", "customer_id, seq")
+CUSTOMER_INBOX = select(
+    "inbox.seq, inbox.envelope",
+    "inbox JOIN inbox_customers AS owned ON owned.seq = inbox.seq",
+    "WHERE owned.customer_id IN {ids}",
+)
+REWRITE_INBOX = "UPDATE inbox SET envelope = :envelope WHERE seq = :seq"
+ANY_INBOX_CUSTOMER = "SELECT 1 FROM inbox_customers LIMIT 1"
+IDENTITY_INBOX_PAGE = select(
+    "seq, envelope", "inbox", "WHERE stream = :stream AND seq > :after ORDER BY seq LIMIT :limit"
+)
+INDEX_PAGE = 10_000
 # Values per IN list (a batch's customers read up front, a round's deliveries marked).
 IN_LIST_CHUNK = 500
 
@@ -142,11 +164,14 @@ DEAD_LETTERS = select(
         ORDER BY seq LIMIT :limit""",
 )
 # Each mark only moves a pending delivery: a dead or replaced one keeps its state.
+BLANK = b""
+# A body is only ever needed to send it: once delivered (or superseded) it is blanked,
+# so the table keeps no copy of what receivers already hold.
 MARK_DELIVERED = """
-    UPDATE deliveries SET status = 'delivered', updated_at = :now
+    UPDATE deliveries SET status = 'delivered', body = :blank, updated_at = :now
     WHERE connector_id = :connector AND delivery_id = :id AND status = 'pending'"""
 MARK_DELIVERED_IN = """
-    UPDATE deliveries SET status = 'delivered', updated_at = :now
+    UPDATE deliveries SET status = 'delivered', body = :blank, updated_at = :now
     WHERE connector_id = :connector AND delivery_id IN {ids} AND status = 'pending'"""
 MARK_FAILED = """
     UPDATE deliveries SET attempts = attempts + 1, last_error = :error,
@@ -167,8 +192,15 @@ OUTDATED_DEAD = """
     ) AS latest ON latest.customer_id = dead.customer_id AND latest.seq > dead.seq
     WHERE dead.connector_id = :connector AND dead.status = 'dead'"""
 SUPERSEDE_DEAD_IN = """
-    UPDATE deliveries SET status = 'superseded', updated_at = :now
+    UPDATE deliveries SET status = 'superseded', body = :blank, updated_at = :now
     WHERE connector_id = :connector AND delivery_id IN {ids} AND status = 'dead'"""
+# An erased customer's upserts not sent yet are not sent at all: the deletion queued
+# with the erasure tells the receiver everything it may still know. (deliveries_by_seq
+# leads with connector and status, so only pending and dead rows are read.)
+SUPERSEDE_ERASED = """
+    UPDATE deliveries SET status = 'superseded', body = :blank, updated_at = :now
+    WHERE connector_id IN {connectors} AND status IN ('pending', 'dead')
+        AND customer_id IN {ids} AND type = :upserted"""
 # RETURNING rather than rowcount: PostgreSQL's pipeline mode knows no rowcount yet.
 RETRY_DEAD = """
     UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = :now,
@@ -260,12 +292,37 @@ class SqlSyncStore:
         self._clock = clock
         try:
             db.setup(schema(db.dialect))
+            self._index_inbox()
         except BaseException:
             db.close()
             raise
 
     def close(self) -> None:
         self._db.close()
+
+    def _index_inbox(self) -> None:
+        """Fills inbox_customers for a store whose inbox predates it (once: afterwards
+        every apply keeps it)."""
+        with self._db.write() as cur:
+            self._serialize(cur)
+            cur.execute(ANY_INBOX_CUSTOMER, {})
+            if cur.fetchone() is not None:
+                return
+            after = 0
+            while True:
+                page = {"stream": IDENTITY_STREAM, "after": after, "limit": INDEX_PAGE}
+                cur.execute(IDENTITY_INBOX_PAGE, page)
+                rows = cur.fetchall()
+                if not rows:
+                    return
+                owners = (
+                    (seq, Envelope.FromString(bytes(data)).aggregate_id) for seq, data in rows
+                )
+                cur.executemany(
+                    INSERT_INBOX_CUSTOMER,
+                    [{"customer_id": owner, "seq": seq} for seq, owner in owners if owner],
+                )
+                after = rows[-1][0]
 
     # Projection ------------------------------------------------------------------
 
@@ -316,6 +373,15 @@ class SqlSyncStore:
                     for seq, e in fresh
                 ],
             )
+            if stream == IDENTITY_STREAM:
+                cur.executemany(
+                    INSERT_INBOX_CUSTOMER,
+                    [
+                        {"customer_id": e.aggregate_id, "seq": seq}
+                        for seq, e in fresh
+                        if e.aggregate_id
+                    ],
+                )
             # Every event of the batch sees the state its predecessors left: profiles and
             # holdings are read once (the events' own aggregates up front, in one query
             # each) and then kept here; only the final state of each is written.
@@ -348,7 +414,40 @@ class SqlSyncStore:
                     held[(d.connector_id, d.customer_id)] = d.holding is not None
                 deliveries += event_deliveries
             self._write_projection(cur, changed, deliveries)
+            # A profile changes to a tombstone only on its erasure (a redelivery is
+            # skipped above, and nothing changes an erased profile again).
+            erased = sorted(c for c, p in changed.items() if p and p.status == ProfileStatus.ERASED)
+            if erased:
+                self._forget(cur, erased, connector_ids)
         return seqs
+
+    def _forget(
+        self, cur: Cursor, customer_ids: Sequence[str], connector_ids: Sequence[str]
+    ) -> None:
+        """Erased customers keep no personal data here: their earlier events in the inbox
+        are stored again without it, and their upserts not yet sent never will be."""
+        for start in range(0, len(customer_ids), IN_LIST_CHUNK):
+            ids, names = in_list("c", customer_ids[start : start + IN_LIST_CHUNK])
+            cur.execute(CUSTOMER_INBOX.format(ids=ids), names)
+            rewrites = []
+            for seq, data in cur.fetchall():
+                without = redacted(Envelope.FromString(bytes(data)))
+                if without is not None:
+                    rewrites.append({"seq": seq, "envelope": without.SerializeToString()})
+            if rewrites:
+                cur.executemany(REWRITE_INBOX, rewrites)
+            if connector_ids:
+                connectors, connector_names = in_list("k", connector_ids)
+                cur.execute(
+                    SUPERSEDE_ERASED.format(ids=ids, connectors=connectors),
+                    {
+                        **names,
+                        **connector_names,
+                        "blank": BLANK,
+                        "now": rfc3339(self._clock()),
+                        "upserted": EventType.UPSERTED.value,
+                    },
+                )
 
     def _prefetch(
         self,
@@ -479,7 +578,7 @@ class SqlSyncStore:
                 params["after"] = rows[-1][2]
 
     def mark_delivered(self, connector_id: str, delivery_id: str, now: datetime) -> None:
-        params = {"connector": connector_id, "id": delivery_id, "now": rfc3339(now)}
+        params = {"connector": connector_id, "id": delivery_id, "now": rfc3339(now), "blank": BLANK}
         with self._db.write() as cur:
             cur.execute(MARK_DELIVERED, params)
 
@@ -491,9 +590,8 @@ class SqlSyncStore:
         at = rfc3339(now)
         with self._db.write() as cur:
             # One statement per chunk, not per delivery: this runs for every delivery sent.
-            execute_per_chunk(
-                cur, MARK_DELIVERED_IN, delivery_ids, {"connector": connector_id, "now": at}
-            )
+            params = {"connector": connector_id, "now": at, "blank": BLANK}
+            execute_per_chunk(cur, MARK_DELIVERED_IN, delivery_ids, params)
 
     def mark_failed(
         self, connector_id: str, delivery_id: str, error: str, next_attempt_at: datetime
@@ -540,7 +638,7 @@ class SqlSyncStore:
             return [delivery_from_row(row) for row in cur.fetchall()]
 
     def retry_dead(self, connector_id: str, now: datetime) -> int:
-        params = {"connector": connector_id, "now": rfc3339(now)}
+        params = {"connector": connector_id, "now": rfc3339(now), "blank": BLANK}
         with self._db.write() as cur:
             cur.execute(OUTDATED_DEAD, params)
             outdated = [delivery_id for (delivery_id,) in cur.fetchall()]

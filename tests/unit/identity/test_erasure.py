@@ -12,6 +12,7 @@ from eventsourcing.domain import Aggregate
 from kizuna_identity.application import IdentityApplication
 from kizuna_identity.domain.customer import ERASED, Customer
 from kizuna_identity.domain.erasure import REDACTIONS, StandIns, redacted
+from kizuna_identity.domain.keys import UniqueKey, login_key_id
 from tests.unit.identity.test_application import CountingHasher
 
 PERSONAL = ["tanaka", "suzuki", "Taro", "Hanako", "090-1234", "CC-77", "LINE-9", "plain$"]
@@ -25,15 +26,15 @@ def replay(events: Sequence[Any]) -> Aggregate:
     return aggregate
 
 
-def test_every_customer_event_says_what_erasure_blanks() -> None:
+def test_every_customer_and_key_event_says_what_erasure_blanks() -> None:
     kinds = {
-        name
-        for name, value in vars(Customer).items()
-        if isinstance(value, type)
-        and issubclass(value, Customer.Event)
-        and name not in ("Event", "Created")  # bases, never recorded themselves
+        value.__qualname__
+        for aggregate in (Customer, UniqueKey)
+        for name, value in vars(aggregate).items()
+        if isinstance(value, type) and issubclass(value, aggregate.Event) and name != "Event"
     }
-    assert kinds == set(REDACTIONS)
+    # A customer is created by Registered: the Created it inherits is never recorded.
+    assert kinds - {"Customer.Created"} == set(REDACTIONS)
 
 
 def test_an_unknown_event_cannot_be_redacted() -> None:
@@ -95,6 +96,14 @@ def test_erasure_leaves_no_personal_data_in_the_event_store() -> None:
         assert app.get_customer(erased).status == ERASED
         history = [change.type for change in app.history(erased)]
         assert (history[0], history[-1]) == ("Registered", "Erased")
+    freed = "".join(
+        state
+        for key in (login_key_id("tanaka@example.jp"), login_key_id("suzuki@example.jp"))
+        for state in states(key)
+    )
+    assert freed, "the keys' events are still there"
+    holders = [i for i in (survivor, merged) if i.hex in freed or str(i) in freed]
+    assert not holders, "a freed key forgets who held it"
     assert "sato@example.jp" in states(bystander)[0]  # only the erased are rewritten
     assert app.resolve_login("sato@example.jp").id == bystander
     # Freed, and registered again by someone else.

@@ -306,17 +306,18 @@ class IdentityApplication(Application[UUID]):
             for key_id in key_ids:
                 key = self._key(key_id)
                 if key is not None and key.is_held_by(person.id):
+                    rewrites += self._redacted_past(key, names)
                     key.release()
                     keys.append(key)
             person.erase(reason[:500])
         position = self._commit_versioned(*erased, *keys, rewrites=rewrites)
         return Written(customer.id, customer.version, position)
 
-    def _redacted_past(self, customer: Customer, names: StandIns) -> list[StoredEvent]:
-        """The customer's recorded events without personal data, to be stored in their
+    def _redacted_past(self, aggregate: Aggregate, names: StandIns) -> list[StoredEvent]:
+        """The aggregate's recorded events without personal data, to be stored in their
         place. The erasure is recorded at the next version, so one that raced with
         another change fails as a whole and nothing is rewritten."""
-        past = (redacted(e, names) for e in self.events.get(customer.id, lte=customer.version))
+        past = (redacted(e, names) for e in self.events.get(aggregate.id, lte=aggregate.version))
         return [self.mapper.to_stored_event(e) for e in past if e is not None]
 
     def _merge_tree(self, root: Customer) -> list[Customer]:

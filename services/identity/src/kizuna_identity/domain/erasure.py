@@ -7,6 +7,9 @@ everyone erased together, because later events refer to them (an unlink names th
 linked id; a merge carries the merged customer's logins to the survivor). Replaying
 the rewritten history therefore applies every event as before and ends in the same
 erased state; only the values are gone.
+
+The uniqueness keys the erasure frees forget their holder too: a key's id is derived
+from the login id or external id, so its history must not lead to the customer.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from typing import Any
-
-from kizuna_identity.domain.customer import Customer
 
 
 class StandIns:
@@ -30,33 +31,35 @@ class StandIns:
 
 Redact = Callable[[Any, StandIns], dict[str, Any]]
 
-# Every event a customer records, with what erasure blanks in it; None: nothing
-# personal (site ids, field names, customer ids, the operator's reason).
+# Every event a customer or a uniqueness key records, with what erasure blanks in it;
+# None: nothing personal (site ids, field names, customer ids, the operator's reason).
 REDACTIONS: dict[str, Redact | None] = {
-    "Registered": lambda e, names: {
+    "Customer.Registered": lambda e, names: {
         "login_id": names(e.login_id),
         "password_hash": "",
         "profile": {},
     },
-    "ProfileUpdated": lambda e, names: {"profile": {}},
-    "SiteJoined": None,
-    "IdentityLinked": lambda e, names: {"external_id": names(e.external_id)},
-    "IdentityUnlinked": lambda e, names: {"external_id": names(e.external_id)},
-    "Absorbed": lambda e, names: {
+    "Customer.ProfileUpdated": lambda e, names: {"profile": {}},
+    "Customer.SiteJoined": None,
+    "Customer.IdentityLinked": lambda e, names: {"external_id": names(e.external_id)},
+    "Customer.IdentityUnlinked": lambda e, names: {"external_id": names(e.external_id)},
+    "Customer.Absorbed": lambda e, names: {
         "profile": {},
         "credentials": {names(login): "" for login in e.credentials},
         "linked": [[provider, names(external)] for provider, external in e.linked],
     },
-    "Merged": None,
-    "Erased": None,
+    "Customer.Merged": None,
+    "Customer.Erased": None,
+    "UniqueKey.Created": lambda e, names: {"owner_id": None},
+    "UniqueKey.Claimed": lambda e, names: {"owner_id": None},
+    "UniqueKey.Released": None,
 }
 
 
 def redacted(event: Any, names: StandIns) -> Any | None:
     """The event without personal data, or None when it holds none."""
-    kind = type(event).__qualname__.removeprefix(f"{Customer.__name__}.")
     try:
-        redact = REDACTIONS[kind]
+        redact = REDACTIONS[type(event).__qualname__]
     except KeyError:
         # A new kind of event must say what it holds before anyone can be erased.
         raise TypeError(f"no redaction for {type(event).__qualname__}") from None

@@ -4,6 +4,8 @@ while everyone else's events stay as they were."""
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import nats
 import pytest
 from nats.js.errors import NotFoundError
@@ -11,6 +13,7 @@ from nats.js.errors import NotFoundError
 from kizuna.events.v1.envelope_pb2 import Envelope
 from kizuna.identity.v1 import events_pb2 as ev
 from kizuna.identity.v1 import identity_pb2 as pb
+from kizuna_identity.domain.keys import external_key_id, login_key_id
 from kizuna_identity.wire import STREAM
 from kizuna_kit.natsd import NatsServer
 from kizuna_kit.testing.waiting import eventually
@@ -18,7 +21,7 @@ from tests.integration.identity.conftest import PASSWORD, Identity, profile
 
 pytestmark = pytest.mark.integration
 
-PERSONAL = ["tanaka", "suzuki", "Taro", "Jiro", "1234", "LINE-42", "$argon2"]
+PERSONAL = ["tanaka", "suzuki", "Taro", "Jiro", "5555-0199", "LINE-42", "$argon2"]
 
 
 async def register(identity: Identity, login: str, **fields: str) -> str:
@@ -55,7 +58,9 @@ async def test_erasure_rewrites_the_event_store_and_purges_the_stream(
     await identity.call(
         "CreateSite", pb.CreateSiteRequest(site_id="shop", display_name="Shop", site_group="g")
     )
-    survivor = await register(identity, "tanaka@example.jp", given_name="Taro", phone="03-1234")
+    survivor = await register(
+        identity, "tanaka@example.jp", given_name="Taro", phone="03-5555-0199"
+    )
     await identity.call(
         "LinkIdentity",
         pb.LinkIdentityRequest(customer_id=survivor, provider="line", external_id="LINE-42"),
@@ -87,6 +92,16 @@ async def test_erasure_rewrites_the_event_store_and_purges_the_stream(
     survivor_versions = [n.originator_version for n in stored if str(n.originator_id) == survivor]
     assert survivor_versions == list(range(1, version + 1)), "every event keeps its place"
     assert b"sato@example.jp" in next(n.state for n in stored if str(n.originator_id) == bystander)
+    # The keys of the freed ids (derived from their values) no longer lead to anyone.
+    freed = {
+        str(login_key_id("tanaka@example.jp")),
+        str(login_key_id("suzuki@example.jp")),
+        str(external_key_id("line", "LINE-42")),
+    }
+    key_states = b"".join(n.state for n in stored if str(n.originator_id) in freed)
+    assert key_states.count(b"owner_id") >= 3
+    assert not [c for c in (survivor, merged) if UUID(c).hex.encode() in key_states]
+    assert not [c for c in (survivor, merged) if c.encode() in key_states]
 
     # The stream keeps only each erased customer's erasure; the bystander is untouched.
     async def purged() -> bool:

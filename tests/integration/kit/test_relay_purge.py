@@ -122,7 +122,8 @@ async def test_an_erasure_purges_its_subject_and_nothing_else(
     log, link = Log(), NatsLink(nats_server.url, name="purgetest")
     for customer, text in [("a", "a1"), ("b", "b1"), ("a", "a2"), ("b", "b2"), ("a", "a3")]:
         log.add(customer, text)
-    # a3, the stream's last message, goes too: the relay must still find its place.
+    # a3 comes right before the erasure: the purge leaves the erasure, now the stream's
+    # last message, and the relay goes on from it.
     log.add("a", ERASE)
     task = asyncio.create_task(new_relay(log, link).run())
     try:

@@ -5,7 +5,9 @@ stays, and the rewritten inbox still replays."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,9 +21,13 @@ from google.protobuf.message import Message
 from kizuna.identity.v1 import events_pb2 as ev
 from kizuna.identity.v1 import identity_pb2 as ipb
 from kizuna_kit.wire import OutgoingEvent, envelope
+from kizuna_profilesync.application import ProfileSyncApplication
+from kizuna_profilesync.connectors import ConnectorsApplication
+from kizuna_profilesync.domain.connector import Settings
 from kizuna_profilesync.domain.profile import ProfileStatus
 from kizuna_profilesync.domain.projection import project, run
 from kizuna_profilesync.projector import projector
+from kizuna_profilesync.secret_box import SecretBox
 from kizuna_profilesync.storage.factory import open_store
 from kizuna_profilesync.storage.interface import DeliveryStatus, SyncStore, Target
 
@@ -32,7 +38,7 @@ TARGETS = [Target(HOOK, event_types=(), required_statements=(), fields=())]
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 LATER = datetime(2100, 1, 1, tzinfo=UTC)  # every delivery is due by then
 ERASED, BYSTANDER = "c-erased", "c-bystander"
-PERSONAL = [b"tanaka", b"Taro", b"Jiro", b"Tanaka", b"LINE-42", b"03-1234"]
+PERSONAL = [b"tanaka", b"Taro", b"Jiro", b"Tanaka", b"LINE-42", b"5555-0199"]
 
 
 class Identity:
@@ -91,7 +97,7 @@ def test_an_erasure_leaves_no_personal_data_in_the_store(
             customer_id=ERASED,
             site_id="shop",
             login_id="tanaka@example.jp",
-            profile=ipb.Profile(given_name="Taro", family_name="Tanaka", phone="03-1234"),
+            profile=ipb.Profile(given_name="Taro", family_name="Tanaka", phone="03-5555-0199"),
         ),
     )
     identity.event(
@@ -159,7 +165,7 @@ def test_an_erasure_leaves_no_personal_data_in_the_store(
     assert replayed[BYSTANDER].after == store.get_profile(BYSTANDER)
 
 
-def test_a_store_from_before_the_customer_index_indexes_its_inbox_once(
+def test_inbox_rows_missing_from_the_customer_index_are_found_again(
     store: SyncStore, database_url: str | None, tmp_path: Path
 ) -> None:
     identity = Identity(store)
@@ -179,8 +185,40 @@ def test_a_store_from_before_the_customer_index_indexes_its_inbox_once(
             (ERASED, 1),
         ]
         identity.store = reopened
+        identity.event(
+            ERASED,
+            ev.CustomerProfileUpdated(customer_id=ERASED, profile=ipb.Profile(given_name="Taro")),
+        )
+        # As applied by a replica of an older version during a rolling upgrade.
+        execute(url, path, "DELETE FROM inbox_customers WHERE seq = 3")
         identity.event(ERASED, ev.CustomerErased(customer_id=ERASED))
-        inbox = raw(url, path, "SELECT envelope FROM inbox WHERE seq = 1")
-        assert b"tanaka" not in bytes(inbox[0][0])
+        inbox = raw(url, path, "SELECT envelope FROM inbox WHERE seq IN (1, 3)")
+        assert len(inbox) == 2
+        assert not [w for (data,) in inbox for w in PERSONAL if w in bytes(data)]
     finally:
         reopened.close()
+
+
+def test_a_replay_sends_an_erased_customer_only_the_deletion(store: SyncStore) -> None:
+    connectors = ConnectorsApplication(
+        {"PERSISTENCE_MODULE": "eventsourcing.popo"}, SecretBox(os.urandom(32))
+    )
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    connectors.create(HOOK, "WEBHOOK", Settings(webhook_url="http://127.0.0.1:9/hook"), secret)
+    identity = Identity(store)
+    for customer in (ERASED, BYSTANDER):
+        identity.event(
+            customer,
+            ev.CustomerRegistered(
+                customer_id=customer, site_id="shop", profile=ipb.Profile(given_name="Taro")
+            ),
+        )
+    identity.event(ERASED, ev.CustomerErased(customer_id=ERASED))
+
+    ProfileSyncApplication(store, connectors).replay(HOOK, 0)
+
+    due = store.due(HOOK, LATER, 10)
+    assert [(d.customer_id, d.type) for d in due] == [
+        (BYSTANDER, "customer.upserted"),
+        (ERASED, "customer.deleted"),
+    ]

@@ -11,8 +11,8 @@ from eventsourcing.domain import Aggregate
 
 from kizuna_identity.application import IdentityApplication
 from kizuna_identity.domain.customer import ERASED, Customer
-from kizuna_identity.domain.erasure import REDACTIONS, StandIns, redacted
-from kizuna_identity.domain.keys import UniqueKey, login_key_id
+from kizuna_identity.domain.erasure import REDACTIONS, Erasure, redacted
+from kizuna_identity.domain.keys import UniqueKey, external_key_id, login_key_id
 from tests.unit.identity.test_application import CountingHasher
 
 PERSONAL = ["tanaka", "suzuki", "Taro", "Hanako", "090-1234", "CC-77", "LINE-9", "plain$"]
@@ -39,7 +39,7 @@ def test_every_customer_and_key_event_says_what_erasure_blanks() -> None:
 
 def test_an_unknown_event_cannot_be_redacted() -> None:
     with pytest.raises(TypeError, match="no redaction"):
-        redacted(object(), StandIns())
+        redacted(object(), Erasure([]))
 
 
 def test_the_redacted_history_of_a_merge_tree_replays_to_the_same_state() -> None:
@@ -56,8 +56,8 @@ def test_the_redacted_history_of_a_merge_tree_replays_to_the_same_state() -> Non
     merged.erase("asked")
     histories = [survivor.collect_events(), merged.collect_events()]
 
-    names = StandIns()
-    rewritten = [[redacted(e, names) or e for e in events] for events in histories]
+    erasure = Erasure([survivor.id, merged.id])
+    rewritten = [[redacted(e, erasure) or e for e in events] for events in histories]
 
     for events, redacted_events in zip(histories, rewritten, strict=True):
         assert [type(e) for e in redacted_events] == [type(e) for e in events]
@@ -69,6 +69,21 @@ def test_the_redacted_history_of_a_merge_tree_replays_to_the_same_state() -> Non
         assert vars(again) == vars(before)
         assert isinstance(again, Customer)
         assert again.status == ERASED
+        # Just before the erasure: the same shape, only the values differ.
+        shape, then = replay(redacted_events[:-1]), replay(events[:-1])
+        assert isinstance(shape, Customer)
+        assert isinstance(then, Customer)
+        assert (shape.status, shape.sites, shape.merged_ids, shape.merged_into) == (
+            then.status,
+            then.sites,
+            then.merged_ids,
+            then.merged_into,
+        )
+        assert [p for p, _ in shape.linked] == [p for p, _ in then.linked]
+        assert len(shape.credentials) == len(then.credentials)
+    stand_ins = {e for events in rewritten for e in repr(events).split("'") if "erased-" in e}
+    # 2 logins and 3 external ids, one each: the external id equal to a login differs.
+    assert len(stand_ins) == 5
 
 
 def test_erasure_leaves_no_personal_data_in_the_event_store() -> None:
@@ -108,3 +123,21 @@ def test_erasure_leaves_no_personal_data_in_the_event_store() -> None:
     assert app.resolve_login("sato@example.jp").id == bystander
     # Freed, and registered again by someone else.
     app.register_customer("shop", "tanaka@example.jp", "Taro Hanako 4", {}, "ec")
+
+
+def test_keys_of_ids_given_up_before_the_erasure_forget_the_customer() -> None:
+    app = IdentityApplication({"PERSISTENCE_MODULE": "eventsourcing.popo"}, hasher=CountingHasher())
+    app.create_site("shop", "Shop", "brand", [])
+    customer = app.register_customer("shop", "tanaka@example.jp", "Taro Hanako 1", {}, "ec")
+    app.link_identity(customer.aggregate_id, "line", "LINE-9")
+    app.unlink_identity(customer.aggregate_id, "line", "LINE-9")
+    later = app.register_customer("shop", "sato@example.jp", "Taro Hanako 2", {}, "ec")
+    app.link_identity(later.aggregate_id, "line", "LINE-9")  # now someone else's
+
+    app.erase_customer(customer.aggregate_id, "asked")
+
+    key = external_key_id("line", "LINE-9")
+    states = "".join(s.state.decode() for s in app.recorder.select_events(key))
+    assert customer.aggregate_id.hex not in states
+    assert later.aggregate_id.hex in states, "its later holder stays"
+    assert app.resolve_external("line", "LINE-9").id == later.aggregate_id

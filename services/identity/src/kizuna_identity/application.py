@@ -21,7 +21,7 @@ from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Store
 from eventsourcing.utils import get_topic
 
 from kizuna_identity.domain.customer import ACTIVE, ERASED, MERGED, Customer
-from kizuna_identity.domain.erasure import StandIns, redacted
+from kizuna_identity.domain.erasure import Erasure, keys_named, redacted
 from kizuna_identity.domain.errors import (
     CustomerNotFound,
     ExternalIdTaken,
@@ -297,28 +297,29 @@ class IdentityApplication(Application[UUID]):
         every customer merged into it, however deep the merges went."""
         customer = self.live_customer(customer_id)
         erased = [c for c in self._merge_tree(customer) if c.status != ERASED]
+        erasure = Erasure(person.id for person in erased)
+        # Read before anything changes: the erasure is recorded at the next versions, so
+        # one that raced with another change fails as a whole and nothing is rewritten.
+        pasts = [list(self.events.get(person.id, lte=person.version)) for person in erased]
+        rewrites = self._redacted(erasure, (event for past in pasts for event in past))
         keys: list[UniqueKey] = []
-        names = StandIns()
-        rewrites = [rewrite for person in erased for rewrite in self._redacted_past(person, names)]
+        for key_id in sorted(set().union(*(keys_named(past) for past in pasts))):
+            key = self._key(key_id)
+            if key is None:
+                continue
+            rewrites += self._redacted(erasure, self.events.get(key.id, lte=key.version))
+            if key.owner_id in erasure.customer_ids:
+                key.release()
+                keys.append(key)
         for person in erased:
-            key_ids = [login_key_id(login) for login in person.login_ids]
-            key_ids += [external_key_id(p, e) for p, e in person.linked]
-            for key_id in key_ids:
-                key = self._key(key_id)
-                if key is not None and key.is_held_by(person.id):
-                    rewrites += self._redacted_past(key, names)
-                    key.release()
-                    keys.append(key)
             person.erase(reason[:500])
         position = self._commit_versioned(*erased, *keys, rewrites=rewrites)
         return Written(customer.id, customer.version, position)
 
-    def _redacted_past(self, aggregate: Aggregate, names: StandIns) -> list[StoredEvent]:
-        """The aggregate's recorded events without personal data, to be stored in their
-        place. The erasure is recorded at the next version, so one that raced with
-        another change fails as a whole and nothing is rewritten."""
-        past = (redacted(e, names) for e in self.events.get(aggregate.id, lte=aggregate.version))
-        return [self.mapper.to_stored_event(e) for e in past if e is not None]
+    def _redacted(self, erasure: Erasure, events: Iterable[Event]) -> list[StoredEvent]:
+        """Stored events to put in place of `events`, without the erased's personal data."""
+        rewritten = (redacted(event, erasure) for event in events)
+        return [self.mapper.to_stored_event(e) for e in rewritten if e is not None]
 
     def _merge_tree(self, root: Customer) -> list[Customer]:
         found, pending = [root], list(root.merged_ids)

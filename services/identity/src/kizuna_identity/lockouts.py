@@ -2,9 +2,10 @@
 
 Each step is one statement, atomic on its own (an upsert takes the row's lock), so
 replicas counting failures for the same login id at once never lose one. Rows are keyed
-by a SHA-256 digest of the login id, so no login id is stored; the digest of a guessed
-id still matches, which is why rows last only as long as their window (stale ones are
-swept). Times are wall-clock milliseconds, which every replica shares.
+by a SHA-256 digest of the login id, so no login id is stored, though the digest of a
+guessed id still matches. A success deletes its row, and rows past their window are
+swept every few hundred failures. Times are wall-clock milliseconds, which every replica
+shares.
 """
 
 from __future__ import annotations

@@ -83,29 +83,39 @@ class POPORewritingRecorder(POPOApplicationRecorder):
         rewrites: Sequence[StoredEvent] = (),
         **kwargs: Any,
     ) -> Sequence[int] | None:
-        for rewrite in rewrites:
-            index = self._stored_events_index[str(rewrite.originator_id)]
-            self._stored_events[index[rewrite.originator_version]] = rewrite
+        # Every place is found before any is written: all or nothing, as in a database.
+        places = [
+            self._stored_events_index[str(r.originator_id)][r.originator_version] for r in rewrites
+        ]
+        for place, rewrite in zip(places, rewrites, strict=True):
+            self._stored_events[place] = rewrite
         return super()._update_table(stored_events, **kwargs)
 
 
-REWRITING = (PostgresRewritingRecorder, SQLiteRewritingRecorder, POPORewritingRecorder)
+_REWRITING = (PostgresRewritingRecorder, SQLiteRewritingRecorder, POPORewritingRecorder)
 
 
 def rewriting_recorder(factory: InfrastructureFactory[Any]) -> ApplicationRecorder:
     """The factory's application recorder, as one that takes `rewrites`: for an
     Application's `construct_recorder`. Other recorders would ignore the keyword, and
-    what should have been rewritten would stay."""
+    what should have been rewritten would stay, so anything else is refused."""
+    recorder: ApplicationRecorder | None = None
     if isinstance(factory, POPOFactory):
-        return POPORewritingRecorder()
+        recorder = POPORewritingRecorder()
     for factory_class, recorder_class in (
         (PostgresFactory, PostgresRewritingRecorder),
         (SQLiteFactory, SQLiteRewritingRecorder),
     ):
         if isinstance(factory, factory_class):
             factory.env[factory.APPLICATION_RECORDER_TOPIC] = get_topic(recorder_class)
-            return factory.application_recorder()
-    raise TypeError(f"no rewriting recorder for {type(factory).__name__}")
+            recorder = factory.application_recorder()
+    # The environment can name another recorder class, or have PostgreSQL insert through
+    # a database function, which bypasses the hook the rewrites run in.
+    if not isinstance(recorder, _REWRITING) or getattr(
+        getattr(recorder, "datastore", None), "enable_db_functions", False
+    ):
+        raise TypeError(f"no rewriting recorder with {type(factory).__name__} and this environment")
+    return recorder
 
 
 def _sqlite_id(originator_id: UUID | str) -> str:

@@ -14,7 +14,8 @@ from kizuna.events.v1.envelope_pb2 import Envelope
 from kizuna_profilesync.connectors import ConnectorsApplication
 from kizuna_profilesync.domain.connector import ConnectorError, ConnectorKind
 from kizuna_profilesync.domain.export_format import ExportFormat, file_name, lines
-from kizuna_profilesync.domain.profile import Profile
+from kizuna_profilesync.domain.gating import EventType
+from kizuna_profilesync.domain.profile import Profile, ProfileStatus
 from kizuna_profilesync.domain.projection import fold, project
 from kizuna_profilesync.projector import projector
 from kizuna_profilesync.storage.interface import (
@@ -128,6 +129,10 @@ class ProfileSyncApplication:
                 held[delivery.customer_id] = delivery.holding
                 if seq >= from_seq:
                     queued.append(delivery)
+        # An erased customer's events no longer hold their data: replayed, they would
+        # send empty upserts ahead of the deletion, which alone says what counts.
+        erased = {c for c, p in profiles.items() if p.status == ProfileStatus.ERASED}
+        queued = [d for d in queued if d.customer_id not in erased or d.type != EventType.UPSERTED]
         return self.store.replace_from(target.connector_id, max(from_seq, 1), queued, held)
 
     def rebuild(self) -> int:

@@ -113,7 +113,10 @@ CUSTOMER_INBOX = select(
     "WHERE owned.customer_id IN {ids}",
 )
 REWRITE_INBOX = "UPDATE inbox SET envelope = :envelope WHERE seq = :seq"
-ANY_INBOX_CUSTOMER = "SELECT 1 FROM inbox_customers LIMIT 1"
+INDEX_COUNTS = """
+    SELECT (SELECT count(*) FROM inbox WHERE stream = :stream),
+        (SELECT count(*) FROM inbox_customers)"""
+INDEX_INBOX_ROW = INSERT_INBOX_CUSTOMER + " ON CONFLICT (customer_id, seq) DO NOTHING"
 IDENTITY_INBOX_PAGE = select(
     "seq, envelope", "inbox", "WHERE stream = :stream AND seq > :after ORDER BY seq LIMIT :limit"
 )
@@ -195,8 +198,9 @@ SUPERSEDE_DEAD_IN = """
     UPDATE deliveries SET status = 'superseded', body = :blank, updated_at = :now
     WHERE connector_id = :connector AND delivery_id IN {ids} AND status = 'dead'"""
 # An erased customer's upserts not sent yet are not sent at all: the deletion queued
-# with the erasure tells the receiver everything it may still know. (deliveries_by_seq
-# leads with connector and status, so only pending and dead rows are read.)
+# with the erasure tells the receiver everything it may still know. deliveries_by_seq
+# leads with connector and status, so this reads the pending and dead rows of every
+# connector: little while queues are short, more during a large backlog or replay.
 SUPERSEDE_ERASED = """
     UPDATE deliveries SET status = 'superseded', body = :blank, updated_at = :now
     WHERE connector_id IN {connectors} AND status IN ('pending', 'dead')
@@ -301,28 +305,34 @@ class SqlSyncStore:
         self._db.close()
 
     def _index_inbox(self) -> None:
-        """Fills inbox_customers for a store whose inbox predates it (once: afterwards
-        every apply keeps it)."""
         with self._db.write() as cur:
             self._serialize(cur)
-            cur.execute(ANY_INBOX_CUSTOMER, {})
-            if cur.fetchone() is not None:
+            self._complete_index(cur)
+
+    @staticmethod
+    def _complete_index(cur: Cursor) -> None:
+        """Indexes the identity inbox rows that inbox_customers lacks: all of them in a
+        store made before it, or those a replica of an older version applied during a
+        rolling upgrade. Two counts when nothing is missing (at start, and before an
+        erasure relies on it)."""
+        cur.execute(INDEX_COUNTS, {"stream": IDENTITY_STREAM})
+        inbox_rows, indexed = cur.fetchone()
+        if inbox_rows == indexed:
+            return
+        page = {"stream": IDENTITY_STREAM, "after": 0, "limit": INDEX_PAGE}
+        while True:
+            cur.execute(IDENTITY_INBOX_PAGE, page)
+            rows = cur.fetchall()
+            if not rows:
                 return
-            after = 0
-            while True:
-                page = {"stream": IDENTITY_STREAM, "after": after, "limit": INDEX_PAGE}
-                cur.execute(IDENTITY_INBOX_PAGE, page)
-                rows = cur.fetchall()
-                if not rows:
-                    return
-                owners = (
-                    (seq, Envelope.FromString(bytes(data)).aggregate_id) for seq, data in rows
-                )
-                cur.executemany(
-                    INSERT_INBOX_CUSTOMER,
-                    [{"customer_id": owner, "seq": seq} for seq, owner in owners if owner],
-                )
-                after = rows[-1][0]
+            cur.executemany(
+                INDEX_INBOX_ROW,
+                [
+                    {"customer_id": Envelope.FromString(bytes(data)).aggregate_id, "seq": seq}
+                    for seq, data in rows
+                ],
+            )
+            page["after"] = rows[-1][0]
 
     # Projection ------------------------------------------------------------------
 
@@ -376,11 +386,7 @@ class SqlSyncStore:
             if stream == IDENTITY_STREAM:
                 cur.executemany(
                     INSERT_INBOX_CUSTOMER,
-                    [
-                        {"customer_id": e.aggregate_id, "seq": seq}
-                        for seq, e in fresh
-                        if e.aggregate_id
-                    ],
+                    [{"customer_id": e.aggregate_id, "seq": seq} for seq, e in fresh],
                 )
             # Every event of the batch sees the state its predecessors left: profiles and
             # holdings are read once (the events' own aggregates up front, in one query
@@ -426,6 +432,7 @@ class SqlSyncStore:
     ) -> None:
         """Erased customers keep no personal data here: their earlier events in the inbox
         are stored again without it, and their upserts not yet sent never will be."""
+        self._complete_index(cur)
         for start in range(0, len(customer_ids), IN_LIST_CHUNK):
             ids, names = in_list("c", customer_ids[start : start + IN_LIST_CHUNK])
             cur.execute(CUSTOMER_INBOX.format(ids=ids), names)

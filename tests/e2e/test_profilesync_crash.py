@@ -17,6 +17,7 @@ from kizuna.identity.v1 import identity_pb2 as ipb
 from kizuna.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from kizuna.profilesync.v1 import profilesync_pb2 as pb
 from kizuna.profilesync.v1.profilesync_pb2_grpc import ProfileSyncServiceStub
+from kizuna_kit.cancellation import cancel_and_wait
 from kizuna_kit.natsd import NatsServer
 from kizuna_kit.ports import free_port
 from kizuna_kit.testing.waiting import eventually
@@ -139,7 +140,6 @@ async def test_kill_9_mid_stream(
             )
             assert receiver.state[customer] == {"given_name": profile.profile.given_name}
     if relay is not None:
-        relay.cancel()
-        await asyncio.gather(relay, return_exceptions=True)
+        await cancel_and_wait([relay])
     await identity.server.stop(0)
     await identity.close()

@@ -13,6 +13,7 @@ from kizuna.consent.v1 import consent_pb2 as pb
 from kizuna.consent.v1.consent_pb2_grpc import ConsentServiceStub
 from kizuna_consent.main import ConsentService, build
 from kizuna_consent.signing import write_new_signing_key
+from kizuna_kit.cancellation import cancel_and_wait
 from kizuna_kit.config import ServiceConfig
 from tests.conftest import Keys
 from tests.support import Caller
@@ -61,9 +62,7 @@ async def running_consent(
     try:
         yield Consent(service, ConsentServiceStub(channel), keys)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         await channel.close()
         await service.server.stop(0)
         await service.close()

@@ -14,6 +14,7 @@ import pytest
 from kizuna.identity.v1 import identity_pb2 as pb
 from kizuna.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from kizuna_identity.main import IdentityService, build
+from kizuna_kit.cancellation import cancel_and_wait
 from kizuna_kit.config import ServiceConfig
 from tests.conftest import Keys
 from tests.support import Caller
@@ -79,8 +80,7 @@ async def identity_with_relay(
         yield stub
     finally:
         if relay is not None:
-            relay.cancel()
-            await asyncio.gather(relay, return_exceptions=True)
+            await cancel_and_wait([relay])
         await channel.close()
         await service.server.stop(0)
         await service.close()

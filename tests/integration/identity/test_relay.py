@@ -18,6 +18,7 @@ from kizuna.identity.v1 import identity_pb2 as pb
 from kizuna.identity.v1.identity_pb2_grpc import IdentityServiceStub
 from kizuna_identity.main import IdentityService
 from kizuna_identity.wire import STREAM, SUBJECTS, translator
+from kizuna_kit.cancellation import cancel_and_wait
 from kizuna_kit.natsd import NatsServer
 from kizuna_kit.relay import Relay
 from kizuna_kit.testing.waiting import eventually
@@ -125,8 +126,7 @@ async def test_relay_crash_loses_and_duplicates_nothing(
     writers = asyncio.create_task(register_many(stub, keys, progress))
     for crash_at in (200, 500, 800):
         await eventually(lambda at=crash_at: progress[0] >= at)  # type: ignore[misc]
-        relay_task.cancel()  # a crash at an arbitrary point, possibly mid-batch
-        await asyncio.gather(relay_task, return_exceptions=True)
+        await cancel_and_wait([relay_task])  # a crash at an arbitrary point, possibly mid-batch
         relay_task = asyncio.create_task(new_relay(service).run())
     await writers
     await all_published(service, nats_server.url)
@@ -159,9 +159,7 @@ async def test_two_relays_at_once_publish_each_event_once_in_order(
     relays = [asyncio.create_task(new_relay(service).run()) for _ in range(2)]
     await register_many(stub, keys, progress)
     await all_published(service, nats_server.url)
-    for relay in relays:
-        relay.cancel()
-    await asyncio.gather(*relays, return_exceptions=True)
+    await cancel_and_wait(relays)
 
 
 async def test_the_relay_publishes_while_the_shared_thread_pool_is_busy(
@@ -191,5 +189,4 @@ async def test_the_relay_publishes_while_the_shared_thread_pool_is_busy(
     finally:
         hold.set()
         await busy
-        relay_task.cancel()
-        await asyncio.gather(relay_task, return_exceptions=True)
+        await cancel_and_wait([relay_task])

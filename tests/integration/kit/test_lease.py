@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from kizuna_kit.cancellation import cancel_and_wait
 from kizuna_kit.lease import Lease
 from kizuna_kit.nats_link import NatsLink
 from kizuna_kit.natsd import NatsServer
@@ -41,7 +42,7 @@ async def test_one_holder_at_a_time_and_takeover(nats_server: NatsServer) -> Non
         first = working[0]
         await asyncio.sleep(2)  # renewals keep it; the standby waits
         assert working == [first]
-        tasks[first].cancel()  # the holder goes away cleanly
+        await cancel_and_wait([tasks[first]])  # the holder goes away cleanly
         await eventually(lambda: working == [1 - first], within=10)
 
         # Someone else takes the key (as after a long pause of the holder): the holder
@@ -54,8 +55,6 @@ async def test_one_holder_at_a_time_and_takeover(nats_server: NatsServer) -> Non
         await eventually(lambda: len(working) == 1, within=10)
         assert not overlap
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         for link in links:
             await link.close()

@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from kizuna.events.v1.envelope_pb2 import Envelope
+from kizuna_kit.cancellation import cancel_and_wait
 from kizuna_kit.nats_link import NatsLink
 from kizuna_kit.natsd import NatsServer
 from kizuna_kit.relay import Relay
@@ -133,8 +134,7 @@ async def test_an_erasure_purges_its_subject_and_nothing_else(
         log.add("a", "a-again")  # an id is not reused, but nothing stops the subject
         await published(js, 8)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([task])
         await link.close()
     assert await held(js) == [(2, "b1"), (4, "b2"), (6, ERASE), (7, "b3"), (8, "a-again")]
 
@@ -161,8 +161,7 @@ async def test_a_relay_stopped_before_its_purge_purges_when_it_resumes(
     log.add("a", ERASE)
     log.add("b", "b2")  # must not go out before the purge
     await asyncio.wait_for(reached.wait(), 10)
-    first.cancel()
-    await asyncio.gather(first, return_exceptions=True)
+    await cancel_and_wait([first])
     assert await held(js) == [(1, "b1"), (2, "a1"), (3, ERASE)]
     monkeypatch.setattr(JetStreamContext, "purge_stream", purge)
 
@@ -170,7 +169,6 @@ async def test_a_relay_stopped_before_its_purge_purges_when_it_resumes(
     try:
         await published(js, 4)
     finally:
-        second.cancel()
-        await asyncio.gather(second, return_exceptions=True)
+        await cancel_and_wait([second])
         await link.close()
     assert await held(js) == [(1, "b1"), (3, ERASE), (4, "b2")]

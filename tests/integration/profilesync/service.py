@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from kizuna.profilesync.v1.profilesync_pb2_grpc import ProfileSyncServiceStub
+from kizuna_kit.cancellation import cancel_and_wait
 from kizuna_kit.config import ServiceConfig
 from kizuna_profilesync.domain.webhooks import verify
 from kizuna_profilesync.main import ProfileSyncService, build
@@ -84,9 +85,7 @@ async def running_profilesync(
     try:
         yield ProfileSync(service, ProfileSyncServiceStub(channel), keys)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         await channel.close()
         await service.server.stop(0)
         await service.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 
 from kizuna.consent.v1 import consent_pb2 as cpb
@@ -84,7 +85,7 @@ async def webhook(sync: ProfileSync, connector_id: str, port: int, *required: st
     )
 
 
-async def test_consent_gates_deliveries(stack: Stack) -> None:
+async def test_consent_gates_deliveries(stack: Stack, postgres_url: str) -> None:
     receiver = Receiver()
     async with running_receiver(receiver):
         await webhook(stack.sync, "marketing", receiver.port, "marketing-email")
@@ -140,6 +141,18 @@ async def test_consent_gates_deliveries(stack: Stack) -> None:
         await eventually(gone, within=30)
         assert receiver.bad_signatures == 0
         assert receiver.out_of_order == 0
+
+    # Nothing of the erased customer stays at rest here: not in the inbox (the events
+    # are kept, without their data), not in a delivery body.
+    held = [e for _, _, e in stack.sync.service.store.inbox() if e.aggregate_id == tanaka]
+    assert len(held) >= 2
+    assert not [e for e in held if b"Taro" in e.SerializeToString()]
+    with psycopg.connect(postgres_url) as db:
+        bodies = db.execute(
+            "SELECT body FROM deliveries WHERE customer_id = %s", [tanaka]
+        ).fetchall()
+    assert bodies
+    assert not [body for (body,) in bodies if b"Taro" in bytes(body)]
 
 
 async def test_flaky_receiver_gets_every_customer_once_in_order(stack: Stack) -> None:

@@ -28,6 +28,7 @@ from kizuna_profilesync.domain.profile import ProfileStatus
 from kizuna_profilesync.domain.projection import project, run
 from kizuna_profilesync.projector import projector
 from kizuna_profilesync.secret_box import SecretBox
+from kizuna_profilesync.storage import common
 from kizuna_profilesync.storage.factory import open_store
 from kizuna_profilesync.storage.interface import DeliveryStatus, SyncStore, Target
 
@@ -166,8 +167,9 @@ def test_an_erasure_leaves_no_personal_data_in_the_store(
 
 
 def test_inbox_rows_missing_from_the_customer_index_are_found_again(
-    store: SyncStore, database_url: str | None, tmp_path: Path
+    store: SyncStore, database_url: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(common, "INDEX_PAGE", 1)  # every row a page of its own
     identity = Identity(store)
     identity.event(
         ERASED,

@@ -305,34 +305,51 @@ class SqlSyncStore:
         self._db.close()
 
     def _index_inbox(self) -> None:
-        with self._db.write() as cur:
-            self._serialize(cur)
-            self._complete_index(cur)
+        """Completes inbox_customers at start, a page per transaction, so that a large
+        inbox does not hold the apply lock all along."""
+        after: int | None = 0
+        while after is not None:
+            with self._db.write() as cur:
+                self._serialize(cur)
+                if after == 0 and self._index_complete(cur):
+                    return
+                after = self._index_page(cur, after)
+
+    def _complete_index(self, cur: Cursor) -> None:
+        """Before an erasure relies on inbox_customers, within its transaction."""
+        if self._index_complete(cur):
+            return
+        after: int | None = 0
+        while after is not None:
+            after = self._index_page(cur, after)
 
     @staticmethod
-    def _complete_index(cur: Cursor) -> None:
-        """Indexes the identity inbox rows that inbox_customers lacks: all of them in a
-        store made before it, or those a replica of an older version applied during a
-        rolling upgrade. Two counts when nothing is missing (at start, and before an
-        erasure relies on it)."""
+    def _index_complete(cur: Cursor) -> bool:
+        """inbox_customers has a row per identity inbox row. It lacks some in a store made
+        before it, or after a replica of an older version applied events during a
+        rolling upgrade."""
         cur.execute(INDEX_COUNTS, {"stream": IDENTITY_STREAM})
         inbox_rows, indexed = cur.fetchone()
-        if inbox_rows == indexed:
-            return
-        page = {"stream": IDENTITY_STREAM, "after": 0, "limit": INDEX_PAGE}
-        while True:
-            cur.execute(IDENTITY_INBOX_PAGE, page)
-            rows = cur.fetchall()
-            if not rows:
-                return
-            cur.executemany(
-                INDEX_INBOX_ROW,
-                [
-                    {"customer_id": Envelope.FromString(bytes(data)).aggregate_id, "seq": seq}
-                    for seq, data in rows
-                ],
-            )
-            page["after"] = rows[-1][0]
+        return bool(inbox_rows == indexed)
+
+    @staticmethod
+    def _index_page(cur: Cursor, after: int) -> int | None:
+        """Indexes a page of identity inbox rows after seq `after`; the next page's start,
+        or None at the end."""
+        cur.execute(
+            IDENTITY_INBOX_PAGE, {"stream": IDENTITY_STREAM, "after": after, "limit": INDEX_PAGE}
+        )
+        rows = cur.fetchall()
+        if not rows:
+            return None
+        cur.executemany(
+            INDEX_INBOX_ROW,
+            [
+                {"customer_id": Envelope.FromString(bytes(data)).aggregate_id, "seq": seq}
+                for seq, data in rows
+            ],
+        )
+        return int(rows[-1][0])
 
     # Projection ------------------------------------------------------------------
 

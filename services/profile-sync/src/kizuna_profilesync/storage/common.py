@@ -166,10 +166,10 @@ DEAD_LETTERS = select(
     """WHERE connector_id = :connector AND status = 'dead' AND seq > :after
         ORDER BY seq LIMIT :limit""",
 )
-# Each mark only moves a pending delivery: a dead or replaced one keeps its state.
-BLANK = b""
 # A body is only ever needed to send it: once delivered (or superseded) it is blanked,
 # so the table keeps no copy of what receivers already hold.
+BLANK = b""
+# Each mark only moves a pending delivery: a dead or replaced one keeps its state.
 MARK_DELIVERED = """
     UPDATE deliveries SET status = 'delivered', body = :blank, updated_at = :now
     WHERE connector_id = :connector AND delivery_id = :id AND status = 'pending'"""
@@ -448,7 +448,7 @@ class SqlSyncStore:
         self, cur: Cursor, customer_ids: Sequence[str], connector_ids: Sequence[str]
     ) -> None:
         """Erased customers keep no personal data here: their earlier events in the inbox
-        are stored again without it, and their upserts not yet sent never will be."""
+        are stored again without it, and their upserts not yet sent are superseded."""
         self._complete_index(cur)
         for start in range(0, len(customer_ids), IN_LIST_CHUNK):
             ids, names = in_list("c", customer_ids[start : start + IN_LIST_CHUNK])

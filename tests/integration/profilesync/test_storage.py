@@ -36,6 +36,7 @@ from kizuna_profilesync.storage.interface import (
     HoldingLookup,
     OutgoingDelivery,
     ProfileLoader,
+    StreamDiverged,
     SyncStore,
     Target,
 )
@@ -208,7 +209,7 @@ def test_apply_is_exactly_once_and_numbers_envelopes_across_streams(sync: Sync) 
     assert sync.apply(IDENTITY, 1, "x") == 1
     assert sync.apply(CONSENT, 1, "y") == 2
     assert sync.apply(IDENTITY, 1, "x") is None  # a redelivery
-    assert sync.apply(CONSENT, 1, "x") is None  # same position: the stream tells them apart
+    assert sync.apply(CONSENT, 1, "y") is None  # same position: the stream tells them apart
     assert sync.project.calls == 2  # a duplicate never reaches the projector
     assert sync.apply(IDENTITY, 2, "x") == 3
     assert sync.apply(CONSENT, 7, "y") == 4
@@ -228,6 +229,21 @@ def test_apply_is_exactly_once_and_numbers_envelopes_across_streams(sync: Sync) 
     ]
     [(_, _, stored)] = list(sync.store.inbox(4))
     assert stored == envelope(CONSENT, 7, "y")
+
+
+def test_another_event_at_a_position_applied_before_is_refused(sync: Sync) -> None:
+    assert sync.apply(CONSENT, 1, "y") == 1
+    assert sync.apply(CONSENT, 2, "y") == 2
+    before = sync.snapshot(["x", "y"])
+    # As after a restore: the stream numbers again from an earlier position.
+    with pytest.raises(StreamDiverged, match="CONSENT position 2"):
+        sync.apply(CONSENT, 2, "x")
+    with pytest.raises(StreamDiverged):
+        sync.store.apply_batch(
+            CONSENT, [envelope(CONSENT, 3, "y"), envelope(CONSENT, 2, "x")], TARGETS, sync.project
+        )
+    assert sync.snapshot(["x", "y"]) == before
+    assert sync.project.calls == 2
 
 
 # 2. Atomicity -------------------------------------------------------------------------
@@ -599,7 +615,10 @@ def test_a_batch_equals_its_events_applied_one_by_one(
 def test_a_redelivered_batch_applies_only_what_is_new(sync: Sync) -> None:
     sync.apply(IDENTITY, 1, "x")
     sync.apply(IDENTITY, 2, "y")
-    envelopes = [envelope(IDENTITY, p, "x") for p in (1, 2, 3, 3, 4)]  # 3 twice in one batch
+    # The same events again, then 3 twice in one batch.
+    envelopes = [
+        envelope(IDENTITY, p, c) for p, c in [(1, "x"), (2, "y"), (3, "x"), (3, "x"), (4, "x")]
+    ]
     assert sync.store.apply_batch(IDENTITY, envelopes, TARGETS, sync.project) == [
         None,
         None,

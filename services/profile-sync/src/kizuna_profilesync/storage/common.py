@@ -26,6 +26,7 @@ from kizuna_profilesync.storage.interface import (
     OutgoingDelivery,
     Projector,
     StoredDelivery,
+    StreamDiverged,
     Target,
 )
 from kizuna_profilesync.storage.serialization import profile_from_bytes, profile_to_bytes
@@ -113,6 +114,9 @@ CUSTOMER_INBOX = select(
     "WHERE owned.customer_id IN {ids}",
 )
 REWRITE_INBOX = "UPDATE inbox SET envelope = :envelope WHERE seq = :seq"
+STORED_AT_POSITIONS = select(
+    "position, envelope", "inbox", "WHERE stream = :stream AND position >= :lo AND position <= :hi"
+)
 INDEX_COUNTS = """
     SELECT (SELECT count(*) FROM inbox WHERE stream = :stream),
         (SELECT count(*) FROM inbox_customers)"""
@@ -376,6 +380,7 @@ class SqlSyncStore:
             rows = cur.fetchall()
             last = int(rows[0][0])
             seen = {int(p) for _, p in rows if p is not None}
+            self._check_same_events(cur, stream, [e for e in envelopes if e.position in seen])
             fresh: list[tuple[int, Envelope]] = []
             seqs: list[int | None] = []
             for envelope in envelopes:
@@ -472,6 +477,22 @@ class SqlSyncStore:
                         "upserted": EventType.UPSERTED.value,
                     },
                 )
+
+    @staticmethod
+    def _check_same_events(cur: Cursor, stream: str, again: Sequence[Envelope]) -> None:
+        """Raises StreamDiverged unless every envelope is the event the inbox holds at its
+        position. A redelivery or a relay's second publish carries the same event; what
+        tells events apart survives an erasure's rewrite of the inbox."""
+        if not again:
+            return
+        positions = [e.position for e in again]
+        cur.execute(
+            STORED_AT_POSITIONS, {"stream": stream, "lo": min(positions), "hi": max(positions)}
+        )
+        held = {int(p): _identity_of(Envelope.FromString(bytes(e))) for p, e in cur.fetchall()}
+        for envelope in again:
+            if held.get(envelope.position) != _identity_of(envelope):
+                raise StreamDiverged(stream, envelope.position)
 
     def _prefetch(
         self,
@@ -727,6 +748,16 @@ class SqlSyncStore:
             cur.executemany(UPSERT_HOLDING, upserts)
         if deletes:
             cur.executemany(DELETE_HOLDING, deletes)
+
+
+def _identity_of(envelope: Envelope) -> tuple[object, ...]:
+    return (
+        envelope.aggregate_id,
+        envelope.aggregate_version,
+        envelope.type,
+        envelope.recorded_at.seconds,
+        envelope.recorded_at.nanos,
+    )
 
 
 def _profile(document: object) -> Profile:

@@ -97,6 +97,18 @@ class ProfileLoader(Protocol):
     def __call__(self, customer_id: str) -> Profile | None: ...
 
 
+class StreamDiverged(ValueError):
+    """An event arrived at a stream position the inbox holds another event at."""
+
+    def __init__(self, stream: str, position: int) -> None:
+        super().__init__(
+            f"{stream} position {position} holds another event than the one applied there"
+            " (was the stream rebuilt from a restored database?)"
+        )
+        self.stream = stream
+        self.position = position
+
+
 class HoldingLookup(Protocol):
     def __call__(self, connector_id: str, customer_id: str) -> bool: ...
 
@@ -109,7 +121,11 @@ class SyncStore(Protocol):
         """In ONE transaction: insert the envelope into the inbox (None and no effect when
         (stream, envelope.position) is already there: exactly-once effect), run the
         projector, write the changed profiles (a None profile is deleted), insert the
-        deliveries as PENDING (due now), update holdings. Returns the inbox seq."""
+        deliveries as PENDING (due now), update holdings. Returns the inbox seq.
+
+        A position already there with another event raises StreamDiverged: the stream
+        was rewritten (a restored service numbering again), and skipping the event as a
+        duplicate would lose it without a trace."""
 
     def apply_batch(
         self,

@@ -214,7 +214,8 @@ async def test_permanent_failure_is_dead_lettered_and_order_kept(
     assert (await js.stream_info(DEADLETTER_STREAM)).state.messages == 2
 
     undecodable = await js.get_msg(DEADLETTER_STREAM, seq=1)
-    assert undecodable.subject == deadletter_subject(STREAM, "dl") == "deadletter.KITTEST.dl"
+    assert undecodable.subject == deadletter_subject(STREAM, "dl", SUBJECT)
+    assert undecodable.subject == f"deadletter.KITTEST.dl.{SUBJECT}"
     assert undecodable.data == garbage
     assert undecodable.headers is not None
     assert undecodable.headers["Kizuna-Error"] == "DecodeError"
@@ -222,7 +223,7 @@ async def test_permanent_failure_is_dead_lettered_and_order_kept(
 
     poisoned = await js.get_msg(DEADLETTER_STREAM, seq=2)
     original = await js.get_msg(STREAM, seq=6)
-    assert poisoned.subject == "deadletter.KITTEST.dl"
+    assert poisoned.subject == f"deadletter.KITTEST.dl.{SUBJECT}"
     assert poisoned.data == original.data
     assert poisoned.headers is not None
     assert poisoned.headers["Kizuna-Error"] == "PoisonError"

@@ -17,7 +17,8 @@ from nats.js.errors import NotFoundError
 
 from kizuna.events.v1.envelope_pb2 import Envelope
 from kizuna_kit.cancellation import cancel_and_wait
-from kizuna_kit.nats_link import NatsLink
+from kizuna_kit.consumer import DEADLETTER_STREAM, DEADLETTER_SUBJECTS, deadletter_subject
+from kizuna_kit.nats_link import NatsLink, ensure_stream
 from kizuna_kit.natsd import NatsServer
 from kizuna_kit.relay import Relay
 from kizuna_kit.testing.waiting import eventually
@@ -121,6 +122,11 @@ async def test_an_erasure_purges_its_subject_and_nothing_else(
     nats_server: NatsServer, js: JetStreamContext
 ) -> None:
     log, link = Log(), NatsLink(nats_server.url, name="purgetest")
+    # Consumers' dead letters of both customers (as kizuna_kit.consumer files them).
+    await ensure_stream(js, DEADLETTER_STREAM, DEADLETTER_SUBJECTS, 1)
+    for customer in ("a", "b"):
+        subject = deadletter_subject(STREAM, "profilesync", f"purgetest.customer.{customer}")
+        await js.publish(subject, customer.encode())
     for customer, text in [("a", "a1"), ("b", "b1"), ("a", "a2"), ("b", "b2"), ("a", "a3")]:
         log.add(customer, text)
     # a3 comes right before the erasure: the purge leaves the erasure, now the stream's
@@ -137,6 +143,9 @@ async def test_an_erasure_purges_its_subject_and_nothing_else(
         await cancel_and_wait([task])
         await link.close()
     assert await held(js) == [(2, "b1"), (4, "b2"), (6, ERASE), (7, "b3"), (8, "a-again")]
+    info = await js.stream_info(DEADLETTER_STREAM)
+    assert info.state.messages == 1
+    assert (await js.get_msg(DEADLETTER_STREAM, seq=info.state.last_seq)).data == b"b"
 
 
 async def test_a_relay_stopped_before_its_purge_purges_when_it_resumes(

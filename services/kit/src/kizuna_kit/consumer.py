@@ -63,8 +63,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def deadletter_subject(stream: str, durable: str) -> str:
-    return f"deadletter.{stream}.{durable}"
+def deadletter_subject(stream: str, durable: str, subject: str = "") -> str:
+    """Where a durable's dead letter of a message on `subject` goes. The original subject
+    comes last, so that an erasure can purge the dead letters of its subject too."""
+    return f"deadletter.{stream}.{durable}" + (f".{subject}" if subject else "")
 
 
 class Consumer:
@@ -261,7 +263,9 @@ class Consumer:
         headers[ERROR_HEADER] = type(error).__name__
         headers[STREAM_SEQ_HEADER] = str(seq)
         headers[MSG_ID] = f"{self.stream}:{self.durable}:{seq}"
-        await js.publish(deadletter_subject(self.stream, self.durable), msg.data, headers=headers)
+        await js.publish(
+            deadletter_subject(self.stream, self.durable, msg.subject), msg.data, headers=headers
+        )
         CONSUMER_DEAD_LETTERED.labels(self.stream, self.durable).inc()
         log.error(
             "consumer.dead_lettered",

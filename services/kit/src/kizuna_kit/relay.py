@@ -21,7 +21,9 @@ import structlog
 from eventsourcing.persistence import Notification
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
+from nats.js.errors import NotFoundError
 
+from kizuna_kit.consumer import DEADLETTER_STREAM, deadletter_subject
 from kizuna_kit.metrics import RELAY_LAG, RELAY_PUBLISHED
 from kizuna_kit.nats_link import NatsLink, ensure_stream
 from kizuna_kit.threads import OwnThreads
@@ -175,8 +177,13 @@ class Relay:
 
     async def _purge(self, js: JetStreamContext, subject: str) -> None:
         """The subject keeps only its newest message, the stored erasure. The stream's
-        last message, which tells a relay where it stands, is never purged."""
+        last message, which tells a relay where it stands, is never purged. Consumers'
+        dead letters of the subject go too."""
         await js.purge_stream(self.stream, subject=subject, keep=1)
+        with contextlib.suppress(NotFoundError):  # no consumer ever dead-lettered
+            await js.purge_stream(
+                DEADLETTER_STREAM, subject=deadletter_subject(self.stream, "*", subject)
+            )
 
     async def _purge_if_erasure(self, js: JetStreamContext, position: int) -> None:
         """Purges again for the stream's last message if it is an erasure: a relay

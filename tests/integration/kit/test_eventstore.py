@@ -11,13 +11,8 @@ import pytest
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
-from kizuna_kit.eventstore import (
-    IDLE_CHECK_S,
-    IdleCheck,
-    check_after_idle,
-    eventsourcing_env,
-    open_application,
-)
+from kizuna_kit.eventstore import check_after_idle, eventsourcing_env, open_application
+from kizuna_kit.sql import IDLE_CHECK_S, IdleCheck
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,10 +58,28 @@ def test_stream_chunks_stopped_early_gives_its_connection_back(db: Database) -> 
         assert cur.fetchone()[0] == 3000
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
-def hot_pg(postgres_url: str) -> Iterator[PostgresDatabase]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def hot_pg(postgres_url: str, clock: Clock) -> Iterator[PostgresDatabase]:
     database = PostgresDatabase(
-        postgres_url, 2, name="kit-test-hot", check_after_idle_s=0.2, autocommit_reads=True
+        postgres_url,
+        2,
+        name="kit-test-hot",
+        check_after_idle_s=0.2,
+        autocommit_reads=True,
+        clock=clock,
     )
     database.setup(["CREATE TABLE IF NOT EXISTS numbers (n BIGINT PRIMARY KEY)"])
     try:
@@ -113,7 +130,7 @@ def test_autocommit_reads_leave_no_transaction_open_and_writes_stay_atomic(
 
 
 def test_a_connection_idle_longer_than_the_threshold_is_checked_and_replaced(
-    hot_pg: PostgresDatabase, postgres_url: str
+    hot_pg: PostgresDatabase, postgres_url: str, clock: Clock
 ) -> None:
     before = backend_pids(hot_pg)
     with psycopg.connect(postgres_url, autocommit=True) as admin:
@@ -121,6 +138,6 @@ def test_a_connection_idle_longer_than_the_threshold_is_checked_and_replaced(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-    time.sleep(0.4)  # past check_after_idle_s: checked on checkout, broken ones replaced
+    clock.now += 0.4  # past check_after_idle_s: checked on checkout, broken ones replaced
     after = backend_pids(hot_pg)
     assert after.isdisjoint(before)

@@ -7,7 +7,8 @@ import contextlib
 import pytest
 from eventsourcing.persistence import IntegrityError, InternalError
 
-from kizuna_kit.eventstore import IdleCheck, open_application
+from kizuna_kit.eventstore import open_application
+from kizuna_kit.sql import IdleCheck
 
 
 class Clock:

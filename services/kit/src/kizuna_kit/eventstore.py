@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 from eventsourcing.persistence import IntegrityError, InternalError
 from psycopg_pool import ConnectionPool
+
+from kizuna_kit.sql import IdleCheck
 
 A = TypeVar("A")
 
@@ -64,31 +65,6 @@ def _lost_creation_race(exc: Exception) -> bool:
     if isinstance(exc, IntegrityError):
         return "already exists" in str(exc)
     return "concurrently updated" in str(exc)
-
-
-IDLE_CHECK_S = 1.0
-
-
-class IdleCheck:
-    """A pool `check` that pings a connection (one round trip) only when it was last
-    handed out over `idle_s` ago: one broken by a database restart while idle is
-    replaced, not handed out, and under load no checkout pays a round trip. One broken
-    while busy fails its next statement, which eventsourcing's recorders retry on
-    another connection (the pool drops the broken one)."""
-
-    def __init__(
-        self, idle_s: float = IDLE_CHECK_S, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._idle_s = idle_s
-        self._clock = clock
-        self._handed_out: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
-
-    def __call__(self, conn: Any) -> None:
-        now = self._clock()
-        last = self._handed_out.get(conn)
-        if last is None or now - last > self._idle_s:
-            ConnectionPool.check_connection(conn)
-        self._handed_out[conn] = now
 
 
 def check_after_idle(app: object, check: IdleCheck | None = None) -> None:

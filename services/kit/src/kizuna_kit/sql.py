@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,6 +282,31 @@ class PgCursor:
             yield copy
 
 
+IDLE_CHECK_S = 1.0
+
+
+class IdleCheck:
+    """A psycopg pool `check` that pings a connection (one round trip) only when it was
+    last handed out over `idle_s` ago: one broken by a database restart while idle is
+    replaced, not handed out, and under load no checkout pays a round trip. One broken
+    while busy fails its next statement (the pool then drops it): eventsourcing's
+    recorders retry such a statement on another connection."""
+
+    def __init__(
+        self, idle_s: float = IDLE_CHECK_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._idle_s = idle_s
+        self._clock = clock
+        self._handed_out: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def __call__(self, conn: Any) -> None:
+        now = self._clock()
+        last = self._handed_out.get(conn)
+        if last is None or now - last > self._idle_s:
+            ConnectionPool.check_connection(conn)
+        self._handed_out[conn] = now
+
+
 class PostgresDatabase:
     dialect = POSTGRES
 
@@ -293,6 +318,7 @@ class PostgresDatabase:
         *,
         check_after_idle_s: float = 0.0,
         autocommit_reads: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Two options for a store on a hot path (both off by default):
 
@@ -305,11 +331,7 @@ class PostgresDatabase:
           it would have seen inside a transaction; only locks taken by a read (SELECT ...
           FOR UPDATE) would no longer be held until the end of `read()`.
         """
-        self._check_after_idle_s = check_after_idle_s
         self._autocommit_reads = autocommit_reads
-        self._last_used: weakref.WeakKeyDictionary[psycopg.Connection[Row], float] = (
-            weakref.WeakKeyDictionary()
-        )
         self._pool = ConnectionPool(
             url,
             min_size=pool_size,
@@ -318,25 +340,11 @@ class PostgresDatabase:
             # A connection broken by a server restart is replaced, not handed out.
             check=ConnectionPool.check_connection
             if check_after_idle_s <= 0
-            else self._check_if_idle,
+            else IdleCheck(check_after_idle_s, clock),
             name=name,
             open=False,
         )
         self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
-
-    def _check_if_idle(self, conn: psycopg.Connection[Row]) -> None:
-        used = self._last_used.get(conn)
-        if used is None or time.monotonic() - used > self._check_after_idle_s:
-            ConnectionPool.check_connection(conn)
-
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Row]]:
-        with self._pool.connection() as conn:
-            try:
-                yield conn
-            finally:
-                if self._check_after_idle_s > 0:
-                    self._last_used[conn] = time.monotonic()
 
     def close(self) -> None:
         self._pool.close()
@@ -351,7 +359,7 @@ class PostgresDatabase:
 
     @contextmanager
     def read(self) -> Iterator[PgCursor]:
-        with self._connection() as conn:
+        with self._pool.connection() as conn:
             if not self._autocommit_reads:
                 with conn.cursor() as cur:
                     yield PgCursor(cur)
@@ -370,7 +378,7 @@ class PostgresDatabase:
         # Pipeline outside the transaction, so COMMIT travels with the last writes; a fetch
         # (a lock, a lookup) still waits for its result. Rowcounts are not known until a
         # sync in this mode: ask with RETURNING instead. pipeline=False: for COPY.
-        with self._connection() as conn:
+        with self._pool.connection() as conn:
             if not pipeline:
                 with conn.transaction(), conn.cursor() as cur:
                     yield PgCursor(cur)
@@ -381,7 +389,7 @@ class PostgresDatabase:
     def stream(self, sql: str, params: Params, *, binary: bool = False) -> Iterator[Row]:
         # A server-side (named) cursor: rows arrive STREAM_CHUNK at a time.
         name = f"kizuna_{uuid.uuid4().hex}"
-        with self._connection() as conn, conn.cursor(name, binary=binary) as cur:
+        with self._pool.connection() as conn, conn.cursor(name, binary=binary) as cur:
             cur.itersize = STREAM_CHUNK
             cur.execute(pyformat(sql), params)
             yield from cur
@@ -391,7 +399,7 @@ class PostgresDatabase:
     ) -> Generator[list[Row], None, None]:
         # A server-side (named) cursor: one FETCH of `size` rows per chunk.
         name = f"kizuna_{uuid.uuid4().hex}"
-        with self._connection() as conn, conn.cursor(name) as cur:
+        with self._pool.connection() as conn, conn.cursor(name) as cur:
             cur.execute(pyformat(sql), params)
             while chunk := cur.fetchmany(size):
                 yield chunk

@@ -126,7 +126,9 @@ class ApiKeys:
             return
         self._stamp = stamp
         try:
-            keys, certificates = _read(self._source)
+            if stamp is None:
+                raise KeyFileError(f"API keys file {self._source} cannot be read")
+            keys, certificates = _parse(stamp, self._source)
         except KeyFileError as exc:
             log.error("auth.keys_reload_failed", error=str(exc))
             return
@@ -162,7 +164,16 @@ class ApiKeys:
 
 def _read(path: Path) -> tuple[list[StoredKey], dict[str, Principal]]:
     try:
-        document = json.loads(path.read_text())
+        content = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"API keys file {path} does not exist") from None
+    return _parse(content, path)
+
+
+def _parse(content: bytes, path: Path) -> tuple[list[StoredKey], dict[str, Principal]]:
+    """The keys in `content`, read from the key file at `path`."""
+    try:
+        document = json.loads(content)
         keys = [
             StoredKey(
                 key_id=str(item["id"]),
@@ -180,8 +191,6 @@ def _read(path: Path) -> tuple[list[StoredKey], dict[str, Principal]]:
             for item in document["keys"]
             if "client_cert_cn" in item
         }
-    except FileNotFoundError:
-        raise KeyFileError(f"API keys file {path} does not exist") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise KeyFileError(f"API keys file {path} is malformed: {type(exc).__name__}") from None
     return keys, certificates

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +173,12 @@ class Stack:
     def stop_all(self) -> None:
         for service in list(self.running):
             self.stop(service)
+
+
+def balanced_channel(services: Sequence[ServiceProcess]) -> grpc.aio.Channel:
+    """One channel to all of `services`, each call going to the next (gRPC round_robin)."""
+    target = "ipv4:" + ",".join(service.address for service in services)
+    return grpc.aio.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")])
 
 
 def spawn(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:

@@ -14,6 +14,7 @@ class Sizes:
     throughput_seconds: float
     concurrency: int  # calls in flight from the one client process
     consent_subjects: int  # RecordConsent picks subjects from this many
+    consent_replicas: int  # consent processes sharing one ledger, behind one channel
     register_seconds: float
     register_concurrency: int
     # Point-in-time reads.
@@ -39,6 +40,7 @@ FULL = Sizes(
     throughput_seconds=10.0,
     concurrency=64,
     consent_subjects=1_000,
+    consent_replicas=2,
     register_seconds=15.0,
     register_concurrency=16,
     state_records=10_000,
@@ -62,6 +64,7 @@ QUICK = Sizes(
     throughput_seconds=1.0,
     concurrency=16,
     consent_subjects=50,
+    consent_replicas=2,
     register_seconds=1.0,
     register_concurrency=4,
     state_records=1_000,

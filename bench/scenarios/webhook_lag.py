@@ -52,6 +52,7 @@ class Phase:
     first_error: str = ""
     lags_ms: list[float] = field(default_factory=list)
     published_ms: list[float] = field(default_factory=list)  # commit -> stored in JetStream
+    calls_ms: list[float] = field(default_factory=list)  # UpdateProfile sent -> returned
     missing: int = 0  # not arrived by the end of the drain
     cpu: dict[str, float] = field(default_factory=dict)
 
@@ -124,6 +125,7 @@ async def measure(stack: Stack, sizes: Sizes, nats: NatsServer) -> list[Figure]:
     p50, p99 = percentile(full.lags_ms, 50), percentile(full.lags_ms, 99)
     low_p50, low_p99 = percentile(low.lags_ms, 50), percentile(low.lags_ms, 99)
     relay_p50, relay_p99 = percentile(full.published_ms, 50), percentile(full.published_ms, 99)
+    call_p50, call_p99 = percentile(full.calls_ms, 50), percentile(full.calls_ms, 99)
     return [
         Figure(
             "webhook_lag_p99_ms",
@@ -132,13 +134,16 @@ async def measure(stack: Stack, sizes: Sizes, nats: NatsServer) -> list[Figure]:
             "ms",
             reference=f"p50 {p50:,.1f} ms; {len(full.lags_ms):,} events at {full.achieved:,.0f}/s"
             f"; at {low.rate:,}/s: p50 {low_p50:,.1f}, p99 {low_p99:,.1f} ms"
-            f"; commit -> published p50 {relay_p50:,.1f}, p99 {relay_p99:,.1f} ms",
+            f"; commit -> published p50 {relay_p50:,.1f}, p99 {relay_p99:,.1f} ms"
+            f"; UpdateProfile itself p50 {call_p50:,.1f}, p99 {call_p99:,.1f} ms",
             note=cores_note(full.cpu, full.notes(sizes.webhook_drain_seconds)),
         ),
         Figure("webhook_lag_p50_ms", p50, unit="ms"),
         Figure("webhook_lag_max_ms", max(full.lags_ms), unit="ms"),
         Figure("webhook_published_p50_ms", relay_p50, unit="ms"),
         Figure("webhook_published_p99_ms", relay_p99, unit="ms"),
+        Figure("webhook_update_call_p50_ms", call_p50, unit="ms"),
+        Figure("webhook_update_call_p99_ms", call_p99, unit="ms"),
         Figure("webhook_rate_asked", full.rate, unit="events/s"),
         Figure("webhook_rate_committed", full.achieved, unit="events/s"),
         Figure("webhook_events", len(full.lags_ms), unit="events"),
@@ -248,13 +253,16 @@ async def open_loop(setup: Setup, rate: int, seconds: float) -> Phase:
             customer_id=customers[i % len(customers)],
             profile=ipb.Profile(given_name=f"Hanako-{rate}-{i}"),
         )
+        sent = time.monotonic()
         try:
             reply = await setup.ids.UpdateProfile(request, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             result.errors += 1
             result.first_error = result.first_error or f"{exc.code().name}: {exc.details()}"
             return
-        result.committed[f"identity:{reply.position}"] = time.monotonic()
+        returned = time.monotonic()
+        result.committed[f"identity:{reply.position}"] = returned
+        result.calls_ms.append((returned - sent) * 1000)
 
     total = int(rate * seconds)
     tasks: list[asyncio.Task[None]] = []

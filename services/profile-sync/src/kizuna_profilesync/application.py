@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,11 +16,13 @@ from kizuna_profilesync.domain.connector import ConnectorError, ConnectorKind
 from kizuna_profilesync.domain.export_format import ExportFormat, file_name, lines
 from kizuna_profilesync.domain.gating import EventType
 from kizuna_profilesync.domain.profile import Profile, ProfileStatus
-from kizuna_profilesync.domain.projection import fold, project
-from kizuna_profilesync.projector import projector
+from kizuna_profilesync.domain.projection import Change, fold, project
+from kizuna_profilesync.projector import gate, projector
 from kizuna_profilesync.storage.interface import (
     ConnectorCounts,
+    HoldingLookup,
     OutgoingDelivery,
+    Rewound,
     StoredDelivery,
     SyncStore,
     Target,
@@ -30,6 +32,10 @@ from kizuna_profilesync.storage.serialization import profile_from_bytes
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _fold_event(profiles: dict[str, Profile], envelope: Envelope) -> None:
+    fold(profiles, project(envelope))
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,39 @@ class ProfileSyncApplication:
                 events += 1
             self.store.replace_profiles(sorted(profiles.items()))
         return events
+
+    def rewind(self, stream: str, after: int) -> Rewound:
+        """Forgets `stream`'s events past position `after`: the service behind the stream
+        was restored from a backup and numbers those positions again, with other events.
+        Profiles are folded again without them, and connectors get what that changed (a
+        customer's lost grant becomes a deletion, for instance). See SyncStore.rewind."""
+        if after < 0:
+            raise ValueError("a rewind position is 0 or more")
+        targets = self.connectors.targets()
+        at = self._clock()
+
+        def corrector(
+            changes: Mapping[str, tuple[Profile | None, Profile | None]],
+            seq: int,
+            rewind: int,
+            holds: HoldingLookup,
+        ) -> list[OutgoingDelivery]:
+            event_id = f"{stream.lower()}-rewind:{rewind}"  # per customer: "<id>/<customer>"
+            return gate(
+                {c: Change(was, now) for c, (was, now) in changes.items()},
+                targets,
+                holds,
+                seq,
+                at,
+                event_id,
+                "",
+            )
+
+        with self._projecting:
+            rewound = self.store.rewind(stream, after, targets, _fold_event, corrector)
+        if rewound.queued:
+            self._on_delivery()
+        return rewound
 
     def run_export(self, connector_id: str) -> Export:
         """Writes the connector's customers to a new file: temp file, then rename."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,17 +78,29 @@ class ProfileSyncService:
         self.app.connectors.close()
 
 
-def build(config: ServiceConfig, env: Mapping[str, str]) -> ProfileSyncService:
+def open_state(
+    config: ServiceConfig, env: Mapping[str, str]
+) -> tuple[SyncStore, ConnectorsApplication]:
+    """The store and the connectors: what the service and the maintenance commands share."""
     secrets_file = env.get("KIZUNA_PROFILESYNC_SECRETS_KEY_FILE")
     if not secrets_file:
         raise ConfigError("KIZUNA_PROFILESYNC_SECRETS_KEY_FILE must name the webhook secrets key")
-    keys = ApiKeys.load(config.required_api_keys_file)
-    store = open_store(config.database_url, config.sqlite_path, pool_size=config.workers)
     box = SecretBox.from_file(Path(secrets_file))
+    store = open_store(config.database_url, config.sqlite_path, pool_size=config.workers)
     connectors_env = eventsourcing_env(
         config.database_url, config.data_dir / "profilesync-connectors.sqlite", pool_size=4
     )
-    connectors = open_application(lambda: ConnectorsApplication(connectors_env, box))
+    try:
+        connectors = open_application(lambda: ConnectorsApplication(connectors_env, box))
+    except BaseException:
+        store.close()
+        raise
+    return store, connectors
+
+
+def build(config: ServiceConfig, env: Mapping[str, str]) -> ProfileSyncService:
+    keys = ApiKeys.load(config.required_api_keys_file)
+    store, connectors = open_state(config, env)
     link = NatsLink(config.nats_url, name=SERVICE, replicas=config.nats_replicas)
     policy = RetryPolicy(
         max_attempts=env_int(env, "KIZUNA_PROFILESYNC_MAX_ATTEMPTS", 10, low=1, high=100),
@@ -120,5 +134,14 @@ def build(config: ServiceConfig, env: Mapping[str, str]) -> ProfileSyncService:
     return ProfileSyncService(store, app, server, deliverer, consumers, link, interval)
 
 
+PORT, METRICS_PORT = 50053, 9103
+
+
 def run() -> None:
-    run_service(SERVICE, 50053, 9103, build)
+    """The service; with arguments, a maintenance command (kizuna_profilesync.maintenance)."""
+    if len(sys.argv) > 1:
+        # Imported here: the maintenance commands build on this module.
+        from kizuna_profilesync.maintenance import main
+
+        raise SystemExit(main(sys.argv[1:], os.environ))
+    run_service(SERVICE, PORT, METRICS_PORT, build)

@@ -4,12 +4,12 @@ per connector. Pure: everything it reads comes in through its arguments."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 
 from kizuna.events.v1.envelope_pb2 import Envelope
 from kizuna_profilesync.domain.gating import EventType, decide
 from kizuna_profilesync.domain.profile import Profile
-from kizuna_profilesync.domain.projection import project, run
+from kizuna_profilesync.domain.projection import Change, project, run
 from kizuna_profilesync.domain.webhooks import build_body, webhook_id
 from kizuna_profilesync.storage.interface import (
     HoldingLookup,
@@ -52,6 +52,23 @@ def projector(
 ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery]]:
     changes = run(LoadedProfiles(load), project(envelope))
     occurred_at = envelope.occurred_at.ToDatetime(tzinfo=UTC)
+    deliveries = gate(
+        changes, targets, holds, seq, occurred_at, envelope.event_id, envelope.aggregate_id
+    )
+    return {customer_id: change.after for customer_id, change in changes.items()}, deliveries
+
+
+def gate(
+    changes: Mapping[str, Change],
+    targets: Sequence[Target],
+    holds: HoldingLookup,
+    seq: int,
+    occurred_at: datetime,
+    event_id: str,
+    aggregate_id: str,
+) -> list[OutgoingDelivery]:
+    """The deliveries these customer changes give each connector (webhook ids from
+    `event_id`: see webhooks.webhook_id)."""
     deliveries = []
     for customer_id, change in sorted(changes.items()):
         for target in targets:
@@ -67,7 +84,7 @@ def projector(
             deliveries.append(
                 OutgoingDelivery(
                     connector_id=target.connector_id,
-                    delivery_id=webhook_id(envelope.event_id, customer_id, envelope.aggregate_id),
+                    delivery_id=webhook_id(event_id, customer_id, aggregate_id),
                     seq=seq,
                     customer_id=customer_id,
                     type=delivery.type.value,
@@ -77,4 +94,4 @@ def projector(
                     holding=profile_to_bytes(change.after) if upsert and change.after else None,
                 )
             )
-    return {customer_id: change.after for customer_id, change in changes.items()}, deliveries
+    return deliveries

@@ -22,9 +22,12 @@ from kizuna_profilesync.domain.profile import Profile, ProfileStatus, rfc3339
 from kizuna_profilesync.domain.projection import IDENTITY_STREAM
 from kizuna_profilesync.storage.interface import (
     ConnectorCounts,
+    Corrector,
     DeliveryStatus,
+    EventFolder,
     OutgoingDelivery,
     Projector,
+    Rewound,
     StoredDelivery,
     StreamDiverged,
     Target,
@@ -42,7 +45,8 @@ assert (PENDING, DELIVERED, DEAD) == ("pending", "delivered", "dead")
 
 _TABLES = [
     # seq is assigned as max + 1 under the apply lock (not a sequence), so it has no gaps:
-    # a duplicate or a rolled-back apply consumes no number.
+    # a duplicate or a rolled-back apply consumes no number (a rewind forgets rows, and
+    # their numbers are not taken again).
     """CREATE TABLE IF NOT EXISTS inbox (
         seq {int} PRIMARY KEY,
         stream {text} NOT NULL,
@@ -80,6 +84,19 @@ _TABLES = [
     "CREATE INDEX IF NOT EXISTS deliveries_by_seq ON deliveries (connector_id, status, seq)",
     # `due` once probed this per row; now unused, it only cost every status change.
     "DROP INDEX IF EXISTS deliveries_by_customer",
+    # Each time a stream was rewound (`rewind`): the position past which the inbox forgot
+    # it (events applied later past it are that stream's positions numbered again), and
+    # the seq the rewind's own deliveries took: seqs never go back, though the forgotten
+    # inbox rows may have held the last ones.
+    """CREATE TABLE IF NOT EXISTS rewinds (
+        stream {text} NOT NULL,
+        number {int} NOT NULL,
+        after_position {int} NOT NULL,
+        forgotten {int} NOT NULL,
+        seq {int} NOT NULL,
+        rewound_at {text} NOT NULL,
+        PRIMARY KEY (stream, number)
+    )""",
     """CREATE TABLE IF NOT EXISTS holdings (
         connector_id {text} NOT NULL,
         customer_id {text} NOT NULL,
@@ -101,11 +118,17 @@ def schema(dialect: Dialect) -> list[str]:
 # Under the apply lock: which positions of a batch are in already, the last seq, then the
 # new rows numbered on from it.
 # One row at least: the last seq, then each position already in (NULL when none is).
-SEEN_POSITIONS = """
+# The last seq taken: by the inbox, or by a rewind (whose forgotten rows may have held
+# the highest ones).
+LAST_SEQ = """
+    SELECT max(seq) AS seq FROM (
+        SELECT COALESCE(max(seq), 0) AS seq FROM inbox
+        UNION ALL SELECT COALESCE(max(seq), 0) FROM rewinds) AS taken"""
+SEEN_POSITIONS = f"""
     SELECT last.seq, seen.position
-    FROM (SELECT COALESCE(max(seq), 0) AS seq FROM inbox) AS last
+    FROM ({LAST_SEQ}) AS last
     LEFT JOIN inbox AS seen
-        ON seen.stream = :stream AND seen.position >= :lo AND seen.position <= :hi"""
+        ON seen.stream = :stream AND seen.position >= :lo AND seen.position <= :hi"""  # noqa: S608
 INSERT_INBOX = insert("inbox", "seq, stream, position, envelope")
 INSERT_INBOX_CUSTOMER = insert("inbox_customers", "customer_id, seq")
 CUSTOMER_INBOX = select(
@@ -228,6 +251,23 @@ LAST_ERROR = """
     WHERE connector_id = :connector AND status IN ('pending', 'dead') AND last_error <> ''
     ORDER BY updated_at DESC LIMIT 1"""
 
+# A rewind: the stream's inbox rows past a position, what hangs on them, and what stays.
+PAST = "SELECT seq FROM inbox WHERE stream = :stream AND position > :after"
+UNINDEX_PAST = f"DELETE FROM inbox_customers WHERE seq IN ({PAST})"  # noqa: S608
+SUPERSEDE_PAST = f"""
+    UPDATE deliveries SET status = 'superseded', body = :blank, updated_at = :now
+    WHERE status IN ('pending', 'dead') AND seq IN ({PAST})"""  # noqa: S608
+FORGET_PAST = "DELETE FROM inbox WHERE stream = :stream AND position > :after"
+INBOX_PAGE = select("seq, envelope", "inbox", "WHERE seq > :after ORDER BY seq LIMIT :limit")
+PROFILES_PAGE = select(
+    "customer_id, document",
+    "profiles",
+    "WHERE customer_id > :after ORDER BY customer_id LIMIT :limit",
+)
+REWINDS = select("stream, after_position", "rewinds", "ORDER BY stream, number")
+INSERT_REWIND = insert("rewinds", "stream, number, after_position, forgotten, seq, rewound_at")
+REWIND_PAGE = 10_000
+
 HOLDS = "SELECT 1 FROM holdings WHERE connector_id = :connector AND customer_id = :customer"
 UPSERT_HOLDING = """
     INSERT INTO holdings (connector_id, customer_id, data) VALUES (:connector, :customer, :data)
@@ -301,6 +341,13 @@ class SqlSyncStore:
         try:
             db.setup(schema(db.dialect))
             self._index_inbox()
+            # stream -> positions it was rewound past, oldest first (rewinds run with the
+            # service stopped, so what start-up reads stays true while it runs).
+            self._rewinds: dict[str, list[int]] = {}
+            with db.read() as cur:
+                cur.execute(REWINDS, {})
+                for stream, after in cur.fetchall():
+                    self._rewinds.setdefault(stream, []).append(int(after))
         except BaseException:
             db.close()
             raise
@@ -389,7 +436,7 @@ class SqlSyncStore:
                     continue
                 seen.add(envelope.position)
                 last += 1
-                fresh.append((last, envelope))
+                fresh.append((last, self._renumbered(stream, envelope)))
                 seqs.append(last)
             if not fresh:
                 return seqs
@@ -448,6 +495,92 @@ class SqlSyncStore:
             if erased:
                 self._forget(cur, erased, connector_ids)
         return seqs
+
+    def _renumbered(self, stream: str, envelope: Envelope) -> Envelope:
+        """The envelope, its event id marked with the rewinds its position lies past."""
+        passed = sum(1 for after in self._rewinds.get(stream, ()) if envelope.position > after)
+        if not passed:
+            return envelope
+        marked = Envelope()
+        marked.CopyFrom(envelope)
+        marked.event_id = f"{envelope.event_id}~{passed}"
+        return marked
+
+    def rewind(
+        self,
+        stream: str,
+        after: int,
+        targets: Sequence[Target],
+        fold_event: EventFolder,
+        corrector: Corrector,
+    ) -> Rewound:
+        params = {"stream": stream, "after": after}
+        with self._db.write() as cur:
+            self._serialize(cur)
+            cur.execute(f"SELECT count(*) FROM ({PAST}) AS past", params)  # noqa: S608
+            forgotten = int(cur.fetchone()[0])
+            if not forgotten:
+                return Rewound(0, 0, 0)
+            now = rfc3339(self._clock())
+            cur.execute(LAST_SEQ, {})
+            seq = int(cur.fetchone()[0]) + 1  # the corrections come after all before them
+            cur.execute(UNINDEX_PAST, params)
+            cur.execute(SUPERSEDE_PAST, {**params, "blank": BLANK, "now": now})
+            cur.execute(FORGET_PAST, params)
+            number = len(self._rewinds.get(stream, ())) + 1
+            cur.execute(
+                INSERT_REWIND,
+                {
+                    "stream": stream,
+                    "number": number,
+                    "after_position": after,
+                    "forgotten": forgotten,
+                    "seq": seq,
+                    "rewound_at": now,
+                },
+            )
+            changes = self._refold(cur, fold_event)
+            profiles: dict[str, Profile | None] = {}
+            held: dict[tuple[str, str], bool] = {}
+            connector_ids = [t.connector_id for t in targets]
+            self._prefetch(cur, set(changes), connector_ids, profiles, held)
+            deliveries = corrector(
+                changes, seq, number, lambda connector, customer: held[(connector, customer)]
+            )
+            self._write_projection(cur, {c: a for c, (_, a) in changes.items()}, deliveries)
+        self._rewinds.setdefault(stream, []).append(after)
+        return Rewound(forgotten, len(changes), len(deliveries))
+
+    @staticmethod
+    def _refold(
+        cur: Cursor, fold_event: EventFolder
+    ) -> dict[str, tuple[Profile | None, Profile | None]]:
+        """Every profile folded again from the inbox (within the caller's transaction); the
+        ones that differ from the stored ones, as customer -> (stored, refolded)."""
+        refolded: dict[str, Profile] = {}
+        seq = 0
+        while True:
+            cur.execute(INBOX_PAGE, {"after": seq, "limit": REWIND_PAGE})
+            rows = cur.fetchall()
+            if not rows:
+                break
+            for _seq, data in rows:
+                fold_event(refolded, Envelope.FromString(bytes(data)))
+            seq = int(rows[-1][0])
+        changes: dict[str, tuple[Profile | None, Profile | None]] = {}
+        customer = ""
+        while True:
+            cur.execute(PROFILES_PAGE, {"after": customer, "limit": REWIND_PAGE})
+            rows = cur.fetchall()
+            if not rows:
+                break
+            for customer_id, document in rows:
+                stored, again = _profile(document), refolded.pop(customer_id, None)
+                if again != stored:
+                    changes[customer_id] = (stored, again)
+            customer = str(rows[-1][0])
+        changes.update((c, (None, p)) for c, p in refolded.items())
+        return changes
 
     def _forget(
         self, cur: Cursor, customer_ids: Sequence[str], connector_ids: Sequence[str]
@@ -582,9 +715,8 @@ class SqlSyncStore:
 
     def last_seq(self) -> int:
         with self._db.read() as cur:
-            cur.execute("SELECT max(seq) FROM inbox", {})
-            value = cur.fetchone()[0]
-        return 0 if value is None else int(value)
+            cur.execute(LAST_SEQ, {})
+            return int(cur.fetchone()[0])
 
     def inbox(self, from_seq: int = 1) -> Iterator[tuple[int, str, Envelope]]:
         sql = select("seq, stream, envelope", "inbox", "WHERE seq >= :from ORDER BY seq")

@@ -8,12 +8,13 @@ One database holds:
 - `deliveries`: each connector's outbox, written in the projection's transaction.
 - `holdings`: per connector, the customers it currently holds and the data last sent
   (gating's `was_sent`; for FILE_EXPORT connectors, the rows of the next export).
+- `rewinds`: each time a stream was rewound after a restore behind it (`rewind`).
 - the connector aggregates' event store (eventsourcing, same database).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -103,7 +104,8 @@ class StreamDiverged(ValueError):
     def __init__(self, stream: str, position: int) -> None:
         super().__init__(
             f"{stream} position {position} holds another event than the one applied there"
-            " (was the stream rebuilt from a restored database?)"
+            " (was the stream rebuilt from a restored database? Then rewind it:"
+            " python -m kizuna_profilesync rewind)"
         )
         self.stream = stream
         self.position = position
@@ -111,6 +113,31 @@ class StreamDiverged(ValueError):
 
 class HoldingLookup(Protocol):
     def __call__(self, connector_id: str, customer_id: str) -> bool: ...
+
+
+# Folds one inbox event into the profiles (the domain's fold, as a rebuild runs it).
+EventFolder = Callable[[dict[str, Profile], Envelope], None]
+
+
+class Corrector(Protocol):
+    """Pure: the deliveries that tell connectors about customers a rewind changed
+    (customer -> (profile before, profile after)), `seq` their position, `rewind` the
+    stream's rewind number (for their webhook ids)."""
+
+    def __call__(
+        self,
+        changes: Mapping[str, tuple[Profile | None, Profile | None]],
+        seq: int,
+        rewind: int,
+        holds: HoldingLookup,
+    ) -> list[OutgoingDelivery]: ...
+
+
+@dataclass(frozen=True)
+class Rewound:
+    forgotten: int  # inbox events past the position
+    changed: int  # profiles the refold changed
+    queued: int  # deliveries queued to tell connectors
 
 
 class SyncStore(Protocol):
@@ -137,6 +164,25 @@ class SyncStore(Protocol):
         """`apply` for several envelopes of one stream, in order, in ONE transaction (all or
         nothing): each event sees the state the previous ones left. One seq (or None) per
         envelope."""
+
+    def rewind(
+        self,
+        stream: str,
+        after: int,
+        targets: Sequence[Target],
+        fold_event: EventFolder,
+        corrector: Corrector,
+    ) -> Rewound:
+        """After a service was restored from a backup, its stream numbers positions past
+        `after` again, with other events. In ONE transaction: forget the inbox's events of
+        `stream` past `after`, supersede their deliveries not yet sent, refold every
+        profile from the inbox that stays, write the profiles that changed, and queue the
+        corrector's deliveries for them (holdings follow). Returns zeros and changes
+        nothing when the inbox holds nothing past `after`.
+
+        Events of `stream` applied later, at positions past `after`, get a webhook id of
+        their own (`<event id>~<rewinds>`): their event ids repeat the forgotten ones', and
+        a receiver that deduplicates by webhook id would drop them."""
 
     def get_profile(self, customer_id: str) -> Profile | None: ...
 

@@ -1,0 +1,65 @@
+"""Maintenance commands: `python -m kizuna_profilesync <command>`, with the service's own
+configuration (environment) and with every profile-sync replica stopped.
+
+`rewind --stream CONSENT --after N` is step 4 of restoring the consent ledger from a
+backup (docs/operating.md): N is the restored ledger's last outbox position. Profile-sync
+forgets the stream's events past N, folds its profiles again without them, and queues
+what that changed for the connectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+
+from kizuna_kit.config import ConfigError, ServiceConfig
+from kizuna_profilesync.application import ProfileSyncApplication
+from kizuna_profilesync.main import METRICS_PORT, PORT, SERVICE, open_state
+from kizuna_profilesync.streams import STREAMS
+
+USAGE_ERROR = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    commands = argparse.ArgumentParser(
+        prog="python -m kizuna_profilesync",
+        description="Without a command: the profile-sync service.",
+    )
+    sub = commands.add_subparsers(dest="command", required=True)
+    rewind = sub.add_parser(
+        "rewind",
+        help="forget a stream's events past a position (after a restore behind it)",
+        description="Forget STREAM's events past position AFTER, fold the profiles again "
+        "and queue for each connector what that changed. Run it with profile-sync stopped.",
+    )
+    rewind.add_argument("--stream", required=True, choices=sorted(STREAMS))
+    rewind.add_argument(
+        "--after", required=True, type=int, help="the restored service's last position"
+    )
+    return commands
+
+
+def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    args = parser().parse_args(argv)  # a usage error exits with status 2
+    if args.after < 0:
+        print("--after must be 0 or more", file=sys.stderr)
+        return USAGE_ERROR
+    try:
+        config = ServiceConfig.from_env(
+            SERVICE, default_port=PORT, default_metrics_port=METRICS_PORT, env=env
+        )
+        store, connectors = open_state(config, env)
+    except ConfigError as exc:
+        print(f"kizuna-{SERVICE}: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    try:
+        rewound = ProfileSyncApplication(store, connectors).rewind(args.stream, args.after)
+    finally:
+        connectors.close()
+        store.close()
+    print(
+        f"{args.stream}: forgot {rewound.forgotten} events past position {args.after};"
+        f" {rewound.changed} profiles changed, {rewound.queued} deliveries queued"
+    )
+    return 0

@@ -92,23 +92,74 @@ def test_a_rewind_follows_the_restored_ledger(app: ProfileSyncApplication) -> No
     assert store.positions() == {"IDENTITY": 2, "CONSENT": 1}
     assert granted(store, ALICE)
     assert not granted(store, BOB)
-    corrections = store.due(HOOK, LATER, 100)
-    assert [(d.delivery_id, d.customer_id, d.type) for d in corrections] == [
-        ("consent-rewind:1/" + ALICE, ALICE, "customer.upserted"),
-        ("consent-rewind:1/" + BOB, BOB, "customer.deleted"),
+    # Alice's deletion from the lost withdrawal still goes out, then her correction: the
+    # connector ends with what the restored ledger says, whatever it was sent meanwhile.
+    first = store.due(HOOK, LATER, 100)
+    assert [(d.delivery_id, d.type, d.seq) for d in first] == [
+        ("consent:3", "customer.deleted", last_before),
+        ("consent-rewind:1/" + BOB, "customer.deleted", last_before + 2),
     ]
-    assert {d.seq for d in corrections} == {last_before + 1}
-    assert json.loads(corrections[1].body)["data"] == {"reason": "consent"}
-    assert store.counts(HOOK).pending == 2, "Alice's deletion from the lost withdrawal is not sent"
+    assert json.loads(first[1].body)["data"] == {"reason": "consent"}
+    store.mark_delivered_many(HOOK, [d.delivery_id for d in first], LATER)
+    assert [(d.delivery_id, d.type, d.seq) for d in store.due(HOOK, LATER, 100)] == [
+        ("consent-rewind:1/" + ALICE, "customer.upserted", last_before + 1),
+    ]
     deliver_all(store)
     assert dict(store.holdings(HOOK)).keys() == {ALICE}
 
     # The restored ledger records again from position 2, another event than before.
     assert app.project("CONSENT", record(1, ALICE)) is None, "the same event: a duplicate"
     seq = app.project("CONSENT", record(2, ALICE, granted=False))
-    assert seq == last_before + 2, "seqs go on after the rewind's own"
+    assert seq == last_before + 3, "seqs go on after the rewind's own"
     assert store.last_seq() == seq
     assert deliver_all(store) == [("consent:2~1", ALICE, "customer.deleted")]
+
+
+def test_a_lost_withdrawal_still_pending_goes_out_and_needs_no_correction(
+    app: ProfileSyncApplication,
+) -> None:
+    store = app.store
+    alice_granted_and_sent(app)
+    app.project("CONSENT", record(2, ALICE, granted=False))  # its deletion is not out yet
+
+    # The ledger is restored to before both.
+    assert app.rewind("CONSENT", 0) == Rewound(forgotten=2, changed=1, queued=0)
+
+    assert not granted(store, ALICE)
+    assert deliver_all(store) == [("consent:2", ALICE, "customer.deleted")]
+    assert list(store.holdings(HOOK)) == []
+
+
+def test_a_replay_after_a_rewind_keeps_the_corrections(app: ProfileSyncApplication) -> None:
+    store = app.store
+    alice_granted_and_sent(app)
+    app.project("IDENTITY", registered(BOB, position=2, login="b@example.jp"))
+    app.project("CONSENT", record(2, BOB))
+    deliver_all(store)
+    app.rewind("CONSENT", 1)  # Bob's grant is gone: his deletion is queued
+
+    app.replay(HOOK, 1)
+
+    assert ("consent-rewind:1/" + BOB, BOB, "customer.deleted") in deliver_all(store)
+    assert dict(store.holdings(HOOK)).keys() == {ALICE}
+
+
+def test_a_replica_that_was_running_marks_the_ids_too(
+    app: ProfileSyncApplication, database_url: str | None, tmp_path: Path
+) -> None:
+    other = open_store(database_url, tmp_path / "profilesync.sqlite", pool_size=2)
+    try:
+        alice_granted_and_sent(app)
+        app.project("CONSENT", record(2, ALICE, granted=False))
+        deliver_all(app.store)
+        app.rewind("CONSENT", 1)
+        deliver_all(app.store)
+        # A replica opened before the rewind applies the restored ledger's next record.
+        late = ProfileSyncApplication(other, app.connectors)
+        late.project("CONSENT", record(2, ALICE, granted=False))
+        assert [i for i, _, _ in deliver_all(other)] == ["consent:2~1"]
+    finally:
+        other.close()
 
 
 def test_an_event_numbered_again_gets_its_own_webhook_id_after_a_restart(

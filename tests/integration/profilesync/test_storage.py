@@ -437,6 +437,25 @@ def test_a_retry_requeues_no_dead_letter_older_than_what_went_through(sync: Sync
     assert y4 not in sync.due()
 
 
+def test_due_walks_the_rows_of_one_seq_together(sync: Sync) -> None:
+    """One event can give one connector several customers' deliveries (a merge, a
+    rewind's corrections). A page that ends inside such a seq must not let a customer's
+    later delivery pass its earlier one."""
+    store = sync.store
+    customers = ["a", "b", "c"]
+    for position in (1, 2):
+        seq = position
+        deliveries = [delivery(HOOK, seq, c) for c in customers]
+        store.apply(IDENTITY, envelope(IDENTITY, position, "a"), TARGETS, fixed({}, deliveries))
+    store.mark_failed(HOOK, did(HOOK, 1, "a"), "HTTP 503", LATER + timedelta(hours=1))
+
+    assert sync.due(limit=2) == [did(HOOK, 1, "b"), did(HOOK, 1, "c")]
+    assert sync.due(limit=1) == [did(HOOK, 1, "b")]
+    store.mark_delivered_many(HOOK, [did(HOOK, 1, "b"), did(HOOK, 1, "c")], LATER)
+    assert sync.due(limit=1) == [did(HOOK, 2, "b")]
+    assert sync.due(limit=2) == [did(HOOK, 2, "b"), did(HOOK, 2, "c")]
+
+
 def test_dead_letters_page_in_seq_order(sync: Sync) -> None:
     for position in range(1, 6):
         sync.apply(IDENTITY, position, f"c{position}")

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from kizuna_kit.config import ConfigError, ServiceConfig
 from kizuna_profilesync.application import ProfileSyncApplication
 from kizuna_profilesync.main import METRICS_PORT, PORT, SERVICE, open_state
-from kizuna_profilesync.streams import STREAMS
 
 USAGE_ERROR = 2
+CONSENT = "CONSENT"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,7 +33,9 @@ def parser() -> argparse.ArgumentParser:
         description="Forget STREAM's events past position AFTER, fold the profiles again "
         "and queue for each connector what that changed. Run it with profile-sync stopped.",
     )
-    rewind.add_argument("--stream", required=True, choices=sorted(STREAMS))
+    # CONSENT only: identity's store is not restored this way, and refolding identity
+    # events an erasure redacted would bring the erased customer back as a blank profile.
+    rewind.add_argument("--stream", required=True, choices=[CONSENT])
     rewind.add_argument(
         "--after", required=True, type=int, help="the restored service's last position"
     )

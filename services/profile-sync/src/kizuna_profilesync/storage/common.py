@@ -86,14 +86,16 @@ _TABLES = [
     "DROP INDEX IF EXISTS deliveries_by_customer",
     # Each time a stream was rewound (`rewind`): the position past which the inbox forgot
     # it (events applied later past it are that stream's positions numbered again), and
-    # the seq the rewind's own deliveries took: seqs never go back, though the forgotten
-    # inbox rows may have held the last ones.
+    # the seqs the rewind's own deliveries took, one per customer it corrected. Seqs never
+    # go back, though the forgotten inbox rows may have held the last ones: last_seq is
+    # at least the last seq taken before the rewind.
     """CREATE TABLE IF NOT EXISTS rewinds (
         stream {text} NOT NULL,
         number {int} NOT NULL,
         after_position {int} NOT NULL,
         forgotten {int} NOT NULL,
-        seq {int} NOT NULL,
+        first_seq {int} NOT NULL,
+        last_seq {int} NOT NULL,
         rewound_at {text} NOT NULL,
         PRIMARY KEY (stream, number)
     )""",
@@ -115,17 +117,18 @@ def schema(dialect: Dialect) -> list[str]:
 
 # SQL both dialects accept ------------------------------------------------------------------
 
-# Under the apply lock: which positions of a batch are in already, the last seq, then the
-# new rows numbered on from it.
-# One row at least: the last seq, then each position already in (NULL when none is).
 # The last seq taken: by the inbox, or by a rewind (whose forgotten rows may have held
 # the highest ones).
 LAST_SEQ = """
     SELECT max(seq) AS seq FROM (
         SELECT COALESCE(max(seq), 0) AS seq FROM inbox
-        UNION ALL SELECT COALESCE(max(seq), 0) FROM rewinds) AS taken"""
+        UNION ALL SELECT COALESCE(max(last_seq), 0) FROM rewinds) AS taken"""
+# Under the apply lock: which positions of a batch are in already, the last seq, then the
+# new rows numbered on from it.
+# One row at least: the last seq and the number of rewinds, then each position already
+# in (NULL when none is).
 SEEN_POSITIONS = f"""
-    SELECT last.seq, seen.position
+    SELECT last.seq, (SELECT count(*) FROM rewinds), seen.position
     FROM ({LAST_SEQ}) AS last
     LEFT JOIN inbox AS seen
         ON seen.stream = :stream AND seen.position >= :lo AND seen.position <= :hi"""  # noqa: S608
@@ -184,8 +187,13 @@ INSERT_DELIVERY = insert("deliveries", DELIVERY_COLUMNS)
 PENDING_PAGE = select(
     DELIVERY_COLUMNS,
     "deliveries",
-    """WHERE connector_id = :connector AND status = 'pending' AND seq > :after
+    """WHERE connector_id = :connector AND status = 'pending' AND seq >= :from
         ORDER BY seq LIMIT :limit""",
+)
+PENDING_AT = select(
+    DELIVERY_COLUMNS,
+    "deliveries",
+    "WHERE connector_id = :connector AND status = 'pending' AND seq = :seq",
 )
 DEAD_LETTERS = select(
     DELIVERY_COLUMNS,
@@ -254,9 +262,6 @@ LAST_ERROR = """
 # A rewind: the stream's inbox rows past a position, what hangs on them, and what stays.
 PAST = "SELECT seq FROM inbox WHERE stream = :stream AND position > :after"
 UNINDEX_PAST = f"DELETE FROM inbox_customers WHERE seq IN ({PAST})"  # noqa: S608
-SUPERSEDE_PAST = f"""
-    UPDATE deliveries SET status = 'superseded', body = :blank, updated_at = :now
-    WHERE status IN ('pending', 'dead') AND seq IN ({PAST})"""  # noqa: S608
 FORGET_PAST = "DELETE FROM inbox WHERE stream = :stream AND position > :after"
 INBOX_PAGE = select("seq, envelope", "inbox", "WHERE seq > :after ORDER BY seq LIMIT :limit")
 PROFILES_PAGE = select(
@@ -265,7 +270,14 @@ PROFILES_PAGE = select(
     "WHERE customer_id > :after ORDER BY customer_id LIMIT :limit",
 )
 REWINDS = select("stream, after_position", "rewinds", "ORDER BY stream, number")
-INSERT_REWIND = insert("rewinds", "stream, number, after_position, forgotten, seq, rewound_at")
+INSERT_REWIND = insert(
+    "rewinds", "stream, number, after_position, forgotten, first_seq, last_seq, rewound_at"
+)
+# A replay re-derives deliveries from the inbox; a rewind's have no inbox row, and stay.
+REPLACE_FROM = """
+    DELETE FROM deliveries WHERE connector_id = :connector AND seq >= :from
+    AND NOT EXISTS (SELECT 1 FROM rewinds
+        WHERE deliveries.seq >= rewinds.first_seq AND deliveries.seq <= rewinds.last_seq)"""
 REWIND_PAGE = 10_000
 
 HOLDS = "SELECT 1 FROM holdings WHERE connector_id = :connector AND customer_id = :customer"
@@ -341,13 +353,11 @@ class SqlSyncStore:
         try:
             db.setup(schema(db.dialect))
             self._index_inbox()
-            # stream -> positions it was rewound past, oldest first (rewinds run with the
-            # service stopped, so what start-up reads stays true while it runs).
+            # stream -> positions it was rewound past, oldest first; read again whenever
+            # an apply finds more rewinds than these (one made by another process).
             self._rewinds: dict[str, list[int]] = {}
             with db.read() as cur:
-                cur.execute(REWINDS, {})
-                for stream, after in cur.fetchall():
-                    self._rewinds.setdefault(stream, []).append(int(after))
+                self._read_rewinds(cur)
         except BaseException:
             db.close()
             raise
@@ -426,7 +436,9 @@ class SqlSyncStore:
             )
             rows = cur.fetchall()
             last = int(rows[0][0])
-            seen = {int(p) for _, p in rows if p is not None}
+            if int(rows[0][1]) != sum(len(a) for a in self._rewinds.values()):
+                self._read_rewinds(cur)
+            seen = {int(p) for _, _, p in rows if p is not None}
             self._check_same_events(cur, stream, [e for e in envelopes if e.position in seen])
             fresh: list[tuple[int, Envelope]] = []
             seqs: list[int | None] = []
@@ -496,6 +508,13 @@ class SqlSyncStore:
                 self._forget(cur, erased, connector_ids)
         return seqs
 
+    def _read_rewinds(self, cur: Cursor) -> None:
+        cur.execute(REWINDS, {})
+        rewinds: dict[str, list[int]] = {}
+        for stream, after in cur.fetchall():
+            rewinds.setdefault(stream, []).append(int(after))
+        self._rewinds = rewinds
+
     def _renumbered(self, stream: str, envelope: Envelope) -> Envelope:
         """The envelope, its event id marked with the rewinds its position lies past."""
         passed = sum(1 for after in self._rewinds.get(stream, ()) if envelope.position > after)
@@ -521,13 +540,29 @@ class SqlSyncStore:
             forgotten = int(cur.fetchone()[0])
             if not forgotten:
                 return Rewound(0, 0, 0)
-            now = rfc3339(self._clock())
+            self._read_rewinds(cur)
             cur.execute(LAST_SEQ, {})
-            seq = int(cur.fetchone()[0]) + 1  # the corrections come after all before them
+            taken = int(cur.fetchone()[0])
+            # The forgotten events' deliveries not sent yet still go out, in order: the
+            # holdings already count them, and the corrections come after them.
             cur.execute(UNINDEX_PAST, params)
-            cur.execute(SUPERSEDE_PAST, {**params, "blank": BLANK, "now": now})
             cur.execute(FORGET_PAST, params)
+            changes = self._refold(cur, fold_event)
+            profiles: dict[str, Profile | None] = {}
+            held: dict[tuple[str, str], bool] = {}
+            connector_ids = [t.connector_id for t in targets]
+            self._prefetch(cur, set(changes), connector_ids, profiles, held)
             number = len(self._rewinds.get(stream, ())) + 1
+            deliveries: list[OutgoingDelivery] = []
+            # A seq of its own per customer corrected, after every seq taken before.
+            for seq, customer_id in enumerate(sorted(changes), start=taken + 1):
+                deliveries += corrector(
+                    {customer_id: changes[customer_id]},
+                    seq,
+                    number,
+                    lambda connector, customer: held[(connector, customer)],
+                )
+            self._write_projection(cur, {c: a for c, (_, a) in changes.items()}, deliveries)
             cur.execute(
                 INSERT_REWIND,
                 {
@@ -535,19 +570,11 @@ class SqlSyncStore:
                     "number": number,
                     "after_position": after,
                     "forgotten": forgotten,
-                    "seq": seq,
-                    "rewound_at": now,
+                    "first_seq": taken + 1,
+                    "last_seq": taken + len(changes),
+                    "rewound_at": rfc3339(self._clock()),
                 },
             )
-            changes = self._refold(cur, fold_event)
-            profiles: dict[str, Profile | None] = {}
-            held: dict[tuple[str, str], bool] = {}
-            connector_ids = [t.connector_id for t in targets]
-            self._prefetch(cur, set(changes), connector_ids, profiles, held)
-            deliveries = corrector(
-                changes, seq, number, lambda connector, customer: held[(connector, customer)]
-            )
-            self._write_projection(cur, {c: a for c, (_, a) in changes.items()}, deliveries)
         self._rewinds.setdefault(stream, []).append(after)
         return Rewound(forgotten, len(changes), len(deliveries))
 
@@ -736,11 +763,22 @@ class SqlSyncStore:
         at = rfc3339(now)
         held: set[str] = set()
         found: list[StoredDelivery] = []
-        params: dict[str, object] = {"connector": connector_id, "after": -1, "limit": limit}
+        params: dict[str, object] = {"connector": connector_id, "from": 0, "limit": limit}
         with self._db.read() as cur:
             while True:
                 cur.execute(PENDING_PAGE, params)
                 rows = cur.fetchall()
+                full = len(rows) == limit
+                if full:
+                    # Rows sharing a seq (one event's customers) are walked together: the
+                    # last seq's rows come whole with the next page, or, when they fill
+                    # this one, all of them now.
+                    last = rows[-1][2]
+                    if rows[0][2] == last:
+                        cur.execute(PENDING_AT, {"connector": connector_id, "seq": last})
+                        rows, params["from"] = cur.fetchall(), last + 1
+                    else:
+                        rows, params["from"] = [r for r in rows if r[2] != last], last
                 for row in rows:
                     customer_id, next_attempt_at = row[3], row[8]
                     if customer_id in held:
@@ -750,9 +788,8 @@ class SqlSyncStore:
                         found.append(delivery_from_row(row))
                         if len(found) == limit:
                             return found
-                if len(rows) < limit:
+                if not full:
                     return found
-                params["after"] = rows[-1][2]
 
     def mark_delivered(self, connector_id: str, delivery_id: str, now: datetime) -> None:
         params = {"connector": connector_id, "id": delivery_id, "now": rfc3339(now), "blank": BLANK}
@@ -837,9 +874,7 @@ class SqlSyncStore:
         now = rfc3339(self._clock())
         with self._db.write() as cur:
             self._serialize(cur)
-            cur.execute(
-                "DELETE FROM deliveries WHERE connector_id = :connector AND seq >= :from", params
-            )
+            cur.execute(REPLACE_FROM, params)
             if deliveries:
                 cur.executemany(INSERT_DELIVERY, [delivery_params(d, now) for d in deliveries])
             cur.execute("DELETE FROM holdings WHERE connector_id = :connector", params)

@@ -1,7 +1,7 @@
 """Restoring the consent database from a dump, as docs/operating.md describes: pg_dump,
 more traffic (a record, an erasure), pg_restore into an empty database, the CONSENT
-stream and consent's durable consumer on IDENTITY deleted, consent started on the
-restored database."""
+stream and consent's durable consumer on IDENTITY deleted, profile-sync rewound,
+consent and profile-sync started again."""
 
 from __future__ import annotations
 
@@ -10,30 +10,39 @@ from pathlib import Path
 
 import grpc
 import nats
+import psycopg
 import pytest
 
 from kizuna.consent.v1 import consent_pb2 as cpb
 from kizuna.events.v1.envelope_pb2 import Envelope
 from kizuna.identity.v1 import identity_pb2 as ipb
+from kizuna.profilesync.v1 import profilesync_pb2 as ppb
 from kizuna_consent.identity_events import DURABLE
 from kizuna_consent.wire import STREAM
 from kizuna_kit.natsd import NatsServer
 from kizuna_kit.testing.postgres import PostgresCluster, find_pg_bin_dir
 from kizuna_kit.testing.waiting import eventually
+from kizuna_profilesync.maintenance import main as profilesync_maintenance
 from tests.conftest import Keys
 from tests.integration.consent.service import Consent, publish, running_consent
 from tests.integration.identity.conftest import identity_with_relay, register_at_shop
+from tests.integration.profilesync.service import (
+    SECRET,
+    Receiver,
+    running_profilesync,
+    running_receiver,
+)
 
 pytestmark = pytest.mark.integration
 STATEMENT = "marketing-email"
 
 
-def grant(subject: str, ip: str) -> cpb.RecordConsentRequest:
+def grant(subject: str, ip: str, decision: int = cpb.DECISION_GRANTED) -> cpb.RecordConsentRequest:
     return cpb.RecordConsentRequest(
         subject_id=subject,
         statement_id=STATEMENT,
         version="1.0",
-        decision=cpb.DECISION_GRANTED,
+        decision=decision,  # type: ignore[arg-type]
         evidence=cpb.Evidence(ip=ip),
     )
 
@@ -140,3 +149,87 @@ async def test_a_restored_ledger_catches_up_and_publishes_in_order(
             positions = await consent_positions(nats_server.url)
             assert positions == sorted(set(positions)) == list(range(1, len(positions) + 1))
     postgres_cluster.drop_database("consent_restored")
+
+
+async def test_profilesync_follows_the_restored_ledger_after_a_rewind(
+    tmp_path: Path,
+    keys: Keys,
+    postgres_cluster: PostgresCluster,
+    postgres_url: str,
+    nats_server: NatsServer,
+) -> None:
+    dump = tmp_path / "consent.dump"
+    restored_url = postgres_cluster.create_database("consent_restored_for_profilesync")
+    sync_dir = tmp_path / "profilesync"  # profile-sync on SQLite there
+    receiver = Receiver()  # it drops a webhook id it has seen, as a receiver should
+    withdraw = cpb.DECISION_WITHDRAWN
+    async with (
+        identity_with_relay(tmp_path / "identity", keys, nats_server.url) as ids,
+        running_receiver(receiver),
+    ):
+        sato = await register_at_shop(ids, keys, "sato@example.jp", given_name="Hanako")
+
+        async def sent() -> bool:
+            return sato in receiver.state
+
+        async def withdrawn() -> bool:
+            return sato not in receiver.state and len(receiver.applied) > 1
+
+        async with (
+            running_consent(tmp_path / "consent", keys, postgres_url, nats_server.url) as consent,
+            running_profilesync(sync_dir, keys, None, nats_server.url) as sync,
+        ):
+            await sync.call(
+                "CreateConnector",
+                ppb.CreateConnectorRequest(
+                    connector_id="crm",
+                    kind=ppb.CONNECTOR_KIND_WEBHOOK,
+                    fields=["given_name"],
+                    required_statements=[STATEMENT],
+                    webhook=ppb.WebhookConfig(
+                        url=f"http://127.0.0.1:{receiver.port}/", secret=SECRET
+                    ),
+                ),
+            )
+            await publish(consent, STATEMENT, "1.0")
+            await consent.call("RecordConsent", grant(sato, "198.51.100.1"))
+            await eventually(sent, within=30)
+            await pg_tool("pg_dump", "-Fc", "-f", str(dump), postgres_url)
+            # After the backup: Sato withdraws; the restore loses it.
+            lost = await consent.call("RecordConsent", grant(sato, "198.51.100.2", withdraw))
+            await eventually(withdrawn, within=30)
+
+        await pg_tool("pg_restore", "-d", restored_url, str(dump))
+        with psycopg.connect(restored_url) as db:
+            row = db.execute("SELECT outbox_position FROM ledger_head").fetchone()
+            assert row is not None
+            restored_position = int(row[0])
+        client = await nats.connect(nats_server.url)
+        js = client.jetstream()
+        await js.delete_stream(STREAM)
+        await js.delete_consumer("IDENTITY", DURABLE)
+        await client.close()
+        env = {
+            "KIZUNA_DATA_DIR": str(sync_dir),
+            "KIZUNA_PROFILESYNC_SECRETS_KEY_FILE": str(sync_dir / "secrets.key"),
+        }
+        rewind = ["rewind", "--stream", "CONSENT", "--after", str(restored_position)]
+        assert profilesync_maintenance(rewind, env) == 0
+
+        async with (
+            running_consent(tmp_path / "consent", keys, restored_url, nats_server.url) as consent,
+            running_profilesync(sync_dir, keys, None, nats_server.url) as sync,
+        ):
+            # The restored ledger still has Sato's grant: the connector gets her back.
+            await eventually(sent, within=30)
+            assert f"consent-rewind:1/{sato}" in receiver.seen
+            # She withdraws again: a new record at the lost one's position, delivered
+            # under an id of its own (the receiver would drop a repeated one).
+            again = await consent.call("RecordConsent", grant(sato, "198.51.100.3", withdraw))
+            assert again.sequence == lost.sequence
+            await eventually(withdrawn, within=30)
+            assert receiver.duplicates == 0
+            assert any(i.startswith("consent:") and i.endswith("~1") for i in receiver.seen)
+            profile = await sync.call("GetProfile", ppb.GetProfileRequest(customer_id=sato))
+            assert [c.status for c in profile.profile.consents] == [ppb.CONSENT_STATUS_WITHDRAWN]
+    postgres_cluster.drop_database("consent_restored_for_profilesync")

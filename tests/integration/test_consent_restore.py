@@ -52,6 +52,19 @@ async def pg_tool(tool: str, *args: str) -> None:
     assert await process.wait() == 0, tool
 
 
+async def restore(dump: Path, restored_url: str, nats_url: str) -> None:
+    """docs/operating.md's steps 1-3, with consent stopped: the dump into an empty
+    database, then the CONSENT stream and consent's durable consumer on IDENTITY gone."""
+    await pg_tool("pg_restore", "-d", restored_url, str(dump))
+    client = await nats.connect(nats_url)
+    try:
+        js = client.jetstream()
+        await js.delete_stream(STREAM)
+        await js.delete_consumer("IDENTITY", DURABLE)
+    finally:
+        await client.close()
+
+
 async def history(consent: Consent, subject: str) -> list[cpb.ListConsentHistoryResponse]:
     return await consent.stream(
         "ListConsentHistory", cpb.ListConsentHistoryRequest(subject_id=subject)
@@ -109,12 +122,7 @@ async def test_a_restored_ledger_catches_up_and_publishes_in_order(
             await eventually(erased, within=30)
             published_before = await consent_positions(nats_server.url)
 
-        await pg_tool("pg_restore", "-d", restored_url, str(dump))
-        client = await nats.connect(nats_server.url)
-        js = client.jetstream()
-        await js.delete_stream(STREAM)
-        await js.delete_consumer("IDENTITY", DURABLE)
-        await client.close()
+        await restore(dump, restored_url, nats_server.url)
 
         async with running_consent(
             tmp_path / "consent", keys, restored_url, nats_server.url
@@ -199,16 +207,11 @@ async def test_profilesync_follows_the_restored_ledger_after_a_rewind(
             lost = await consent.call("RecordConsent", grant(sato, "198.51.100.2", withdraw))
             await eventually(withdrawn, within=30)
 
-        await pg_tool("pg_restore", "-d", restored_url, str(dump))
+        await restore(dump, restored_url, nats_server.url)
         with psycopg.connect(restored_url) as db:
             row = db.execute("SELECT outbox_position FROM ledger_head").fetchone()
             assert row is not None
             restored_position = int(row[0])
-        client = await nats.connect(nats_server.url)
-        js = client.jetstream()
-        await js.delete_stream(STREAM)
-        await js.delete_consumer("IDENTITY", DURABLE)
-        await client.close()
         env = {
             "KIZUNA_DATA_DIR": str(sync_dir),
             "KIZUNA_PROFILESYNC_SECRETS_KEY_FILE": str(sync_dir / "secrets.key"),

@@ -398,7 +398,7 @@ def test_due_keeps_per_customer_order_and_dead_letters_requeue(sync: Sync) -> No
         "HTTP 400",
     )
     assert letter.updated_at == dead_at
-    assert store.dead_letters(HOOK, 10, after_seq=3) == []
+    assert store.dead_letters(HOOK, 10, after=(3, x3)) == []
     assert store.dead_letters(OTHER, 10) == []
     assert store.counts(HOOK) == ConnectorCounts(
         delivered=2, pending=0, failed=0, dead=1, oldest_pending_seq=None, last_error="HTTP 400"
@@ -456,6 +456,20 @@ def test_due_walks_the_rows_of_one_seq_together(sync: Sync) -> None:
     assert sync.due(limit=2) == [did(HOOK, 2, "b"), did(HOOK, 2, "c")]
 
 
+def test_dead_letters_of_one_seq_page_one_by_one(sync: Sync) -> None:
+    store = sync.store
+    deliveries = [delivery(HOOK, 1, c) for c in ("a", "b", "c")]
+    store.apply(IDENTITY, envelope(IDENTITY, 1, "a"), TARGETS, fixed({}, deliveries))
+    for d in deliveries:
+        store.mark_dead(HOOK, d.delivery_id, "no", T0)
+    shown: list[str] = []
+    after = (0, "")
+    while page := store.dead_letters(HOOK, 1, after):
+        shown += [d.delivery_id for d in page]
+        after = (page[-1].seq, page[-1].delivery_id)
+    assert shown == [did(HOOK, 1, c) for c in ("a", "b", "c")]
+
+
 def test_dead_letters_page_in_seq_order(sync: Sync) -> None:
     for position in range(1, 6):
         sync.apply(IDENTITY, position, f"c{position}")
@@ -463,7 +477,9 @@ def test_dead_letters_page_in_seq_order(sync: Sync) -> None:
         sync.store.mark_dead(HOOK, did(HOOK, seq, f"c{seq}"), "no", T0)
     page = sync.store.dead_letters(HOOK, 2)
     assert [d.seq for d in page] == [2, 4]
-    assert [d.seq for d in sync.store.dead_letters(HOOK, 2, after_seq=page[-1].seq)] == [5]
+    assert [
+        d.seq for d in sync.store.dead_letters(HOOK, 2, after=(page[-1].seq, page[-1].delivery_id))
+    ] == [5]
 
 
 def test_a_round_marks_its_pending_deliveries_delivered_in_chunks(

@@ -13,7 +13,11 @@ from kizuna.profilesync.v1 import profilesync_pb2_grpc as pb_grpc
 from kizuna_kit.errors import ErrorCode, ErrorMap, RequestError, invalid_argument
 from kizuna_kit.rpc import RpcPolicy
 from kizuna_kit.wire import timestamp
-from kizuna_profilesync.application import NotAnExportConnector, ProfileSyncApplication
+from kizuna_profilesync.application import (
+    NotAnExportConnector,
+    ProfileSyncApplication,
+    RewindNotSettled,
+)
 from kizuna_profilesync.domain import connector as domain
 from kizuna_profilesync.domain.connector import Connector, ConnectorKind, Settings
 from kizuna_profilesync.domain.profile import (
@@ -60,6 +64,7 @@ ERRORS = ErrorMap(
         domain.ConnectorExists: ErrorCode(S.ALREADY_EXISTS, "CONNECTOR_EXISTS"),
         domain.InvalidConnector: ErrorCode(S.INVALID_ARGUMENT, "INVALID_CONNECTOR"),
         NotAnExportConnector: ErrorCode(S.FAILED_PRECONDITION, "NOT_AN_EXPORT_CONNECTOR"),
+        RewindNotSettled: ErrorCode(S.FAILED_PRECONDITION, "REWIND_NOT_SETTLED"),
         InvalidSecret: ErrorCode(S.INVALID_ARGUMENT, "INVALID_SECRET"),
         UnknownField: ErrorCode(S.INVALID_ARGUMENT, "UNKNOWN_FIELD"),
     },
@@ -280,7 +285,7 @@ class ProfileSyncServicer(pb_grpc.ProfileSyncServiceServicer):
         self, request: pb.ListDeadLettersRequest, context: Any
     ) -> pb.ListDeadLettersResponse:
         limit = min(request.page_size or 100, 1000)
-        after = int(request.page_token) if request.page_token.isdigit() else 0
+        after = page_after(request.page_token)
         found = await asyncio.to_thread(
             self._app.dead_letters, request.connector_id, limit + 1, after
         )
@@ -298,7 +303,7 @@ class ProfileSyncServicer(pb_grpc.ProfileSyncServiceServicer):
                 )
                 for d in page
             ],
-            next_page_token=str(page[-1].seq) if len(found) > limit else "",
+            next_page_token=f"{page[-1].seq}:{page[-1].delivery_id}" if len(found) > limit else "",
         )
 
     async def RetryDeadLetters(
@@ -306,3 +311,10 @@ class ProfileSyncServicer(pb_grpc.ProfileSyncServiceServicer):
     ) -> pb.RetryDeadLettersResponse:
         count = await asyncio.to_thread(self._app.retry_dead_letters, request.connector_id)
         return pb.RetryDeadLettersResponse(requeued=count)
+
+
+def page_after(token: str) -> tuple[int, str]:
+    """A ListDeadLetters page token, `<seq>:<delivery id>` of the last dead letter shown;
+    anything else starts at the beginning."""
+    seq, sep, delivery_id = token.partition(":")
+    return (int(seq), delivery_id) if sep and seq.isdigit() else (0, "")

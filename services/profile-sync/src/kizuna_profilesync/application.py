@@ -110,6 +110,9 @@ class ProfileSyncApplication:
             tuple(connector.fields),
         )
         with self._projecting:
+            unsettled = self.store.unsettled_rewind(connector_id)
+            if unsettled is not None and from_seq <= unsettled:
+                raise RewindNotSettled(connector_id, unsettled)
             count = self._replay(target, from_seq)
         self._on_delivery()
         return count
@@ -219,9 +222,11 @@ class ProfileSyncApplication:
             raise
         return Export(target, rows)
 
-    def dead_letters(self, connector_id: str, limit: int, after_seq: int) -> list[StoredDelivery]:
+    def dead_letters(
+        self, connector_id: str, limit: int, after: tuple[int, str]
+    ) -> list[StoredDelivery]:
         self.connectors.get(connector_id)
-        return self.store.dead_letters(connector_id, limit, after_seq)
+        return self.store.dead_letters(connector_id, limit, after)
 
     def retry_dead_letters(self, connector_id: str) -> int:
         self.connectors.get(connector_id)
@@ -232,6 +237,18 @@ class ProfileSyncApplication:
     def delete_connector(self, connector_id: str) -> None:
         self.connectors.delete(connector_id)
         self.store.drop_connector(connector_id)
+
+
+class RewindNotSettled(ConnectorError):
+    """A replay from before a rewind whose deliveries are not all sent: the receiver's
+    state does not follow from the inbox until they are."""
+
+    def __init__(self, connector_id: str, seq: int) -> None:
+        super().__init__(
+            f"deliveries up to position {seq} (a rewind after a restore) are not all sent"
+            f" yet: replay from after {seq}, or once they are sent",
+            connector_id=connector_id,
+        )
 
 
 class NotAnExportConnector(ConnectorError):

@@ -195,11 +195,14 @@ PENDING_AT = select(
     "deliveries",
     "WHERE connector_id = :connector AND status = 'pending' AND seq = :seq",
 )
+# Dead letters in (seq, delivery_id) order, a page after a given one: one event can give
+# several customers' deliveries one seq, so the seq alone cannot say where a page ended.
 DEAD_LETTERS = select(
     DELIVERY_COLUMNS,
     "deliveries",
-    """WHERE connector_id = :connector AND status = 'dead' AND seq > :after
-        ORDER BY seq LIMIT :limit""",
+    """WHERE connector_id = :connector AND status = 'dead'
+        AND (seq > :after OR (seq = :after AND delivery_id > :after_id))
+        ORDER BY seq, delivery_id LIMIT :limit""",
 )
 # A body is only ever needed to send it: once delivered (or superseded) it is blanked,
 # so the table keeps no copy of what receivers already hold.
@@ -273,11 +276,12 @@ REWINDS = select("stream, after_position", "rewinds", "ORDER BY stream, number")
 INSERT_REWIND = insert(
     "rewinds", "stream, number, after_position, forgotten, first_seq, last_seq, rewound_at"
 )
-# A replay re-derives deliveries from the inbox; a rewind's have no inbox row, and stay.
-REPLACE_FROM = """
-    DELETE FROM deliveries WHERE connector_id = :connector AND seq >= :from
-    AND NOT EXISTS (SELECT 1 FROM rewinds
-        WHERE deliveries.seq >= rewinds.first_seq AND deliveries.seq <= rewinds.last_seq)"""
+# The last seq of the last rewind that still has deliveries of this connector to send at
+# or before it (its own corrections, or the forgotten events'): NULL when none has.
+UNSETTLED_REWIND = """
+    SELECT max(rewinds.last_seq) FROM rewinds WHERE EXISTS (
+        SELECT 1 FROM deliveries WHERE connector_id = :connector
+        AND status IN ('pending', 'dead') AND seq <= rewinds.last_seq)"""
 REWIND_PAGE = 10_000
 
 HOLDS = "SELECT 1 FROM holdings WHERE connector_id = :connector AND customer_id = :customer"
@@ -844,9 +848,11 @@ class SqlSyncStore:
         )
 
     def dead_letters(
-        self, connector_id: str, limit: int, after_seq: int = 0
+        self, connector_id: str, limit: int, after: tuple[int, str] = (0, "")
     ) -> list[StoredDelivery]:
-        params = {"connector": connector_id, "after": after_seq, "limit": limit}
+        after_seq, after_id = after
+        params = {"connector": connector_id, "after": after_seq, "after_id": after_id}
+        params["limit"] = limit
         with self._db.read() as cur:
             cur.execute(DEAD_LETTERS, params)
             return [delivery_from_row(row) for row in cur.fetchall()]
@@ -874,13 +880,21 @@ class SqlSyncStore:
         now = rfc3339(self._clock())
         with self._db.write() as cur:
             self._serialize(cur)
-            cur.execute(REPLACE_FROM, params)
+            cur.execute(
+                "DELETE FROM deliveries WHERE connector_id = :connector AND seq >= :from", params
+            )
             if deliveries:
                 cur.executemany(INSERT_DELIVERY, [delivery_params(d, now) for d in deliveries])
             cur.execute("DELETE FROM holdings WHERE connector_id = :connector", params)
             held = {(connector_id, c): data for c, data in holdings.items() if data is not None}
             self._write_holdings(cur, held)
         return len(deliveries)
+
+    def unsettled_rewind(self, connector_id: str) -> int | None:
+        with self._db.read() as cur:
+            cur.execute(UNSETTLED_REWIND, {"connector": connector_id})
+            found = cur.fetchone()[0]
+        return None if found is None else int(found)
 
     def holdings(self, connector_id: str) -> Iterator[tuple[str, bytes]]:
         for customer_id, data in self._db.stream(HOLDINGS, {"connector": connector_id}):

@@ -220,8 +220,9 @@ class SyncStore(Protocol):
     def counts(self, connector_id: str) -> ConnectorCounts: ...
 
     def dead_letters(
-        self, connector_id: str, limit: int, after_seq: int = 0
-    ) -> list[StoredDelivery]: ...
+        self, connector_id: str, limit: int, after: tuple[int, str] = (0, "")
+    ) -> list[StoredDelivery]:
+        """Dead letters in (seq, delivery_id) order, after the (seq, delivery_id) given."""
 
     def retry_dead(self, connector_id: str, now: datetime) -> int:
         """DEAD -> PENDING, attempts reset, due now; returns how many. A dead letter
@@ -239,6 +240,12 @@ class SyncStore(Protocol):
         from_seq, insert `deliveries` as PENDING, and set its holdings to exactly
         `holdings` (customer -> data; None or absent = not held). Returns how many were
         queued."""
+
+    def unsettled_rewind(self, connector_id: str) -> int | None:
+        """The last seq of the latest rewind with deliveries of this connector still to
+        send at or before it (pending or dead); None when every rewind is settled. Until
+        then the receiver holds what those deliveries left, not what the inbox says, and
+        a replay from before that seq would re-derive from the wrong starting point."""
 
     def holdings(self, connector_id: str) -> Iterator[tuple[str, bytes]]:
         """(customer_id, data) the connector holds, ordered by customer_id (exports)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from kizuna_profilesync import maintenance
 from tests.deploy.rendering import (
     REPO,
     SERVICES,
@@ -303,6 +304,47 @@ def test_configured_names_are_read_by_the_code(tree: str) -> None:
     for workload in of_kind(docs, "Deployment"):
         unknown = set(config_of(docs, workload)) - known
         assert not unknown, f"{workload['metadata']['name']}: {sorted(unknown)}"
+
+
+# ---- the restore's rewind Job (deploy/examples) ------------------------------------
+
+REWIND_JOB = REPO / "deploy" / "examples" / "profilesync-rewind-job.yaml"
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_rewind_job_validates_strictly(version: str) -> None:
+    validate = [sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet"]
+    result = subprocess.run(
+        [*validate, "-k", version, str(REWIND_JOB)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_rewind_job_runs_the_command_with_the_services_settings() -> None:
+    (job,) = documents(REWIND_JOB.read_text())
+    (container,) = containers(job)
+    (profile_sync,) = (s for s in SERVICES if s.name == "profile-sync")
+    (service_container,) = containers(deployment("base", profile_sync))
+    assert container["image"] == service_container["image"]
+    env = {e["name"] for e in container["env"]}
+    assert not env - known_settings()
+    assert "KIZUNA_PROFILESYNC_DATABASE_URL" in env
+    # Left as it is, the placeholder fails the command before it touches anything.
+    with pytest.raises(SystemExit):
+        maintenance.parser().parse_args(container["args"])
+    args = [a.replace("REPLACE-WITH-N", "42") for a in container["args"]]
+    assert vars(maintenance.parser().parse_args(args)) == {
+        "command": "rewind",
+        "stream": "CONSENT",
+        "after": 42,
+    }
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 # ---- traffic: Services, NetworkPolicies, PDBs --------------------------------------

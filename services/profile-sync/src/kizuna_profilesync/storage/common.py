@@ -264,6 +264,7 @@ LAST_ERROR = """
 
 # A rewind: the stream's inbox rows past a position, what hangs on them, and what stays.
 PAST = "SELECT seq FROM inbox WHERE stream = :stream AND position > :after"
+COUNT_PAST = f"SELECT count(*) FROM ({PAST}) AS past"  # noqa: S608
 UNINDEX_PAST = f"DELETE FROM inbox_customers WHERE seq IN ({PAST})"  # noqa: S608
 FORGET_PAST = "DELETE FROM inbox WHERE stream = :stream AND position > :after"
 INBOX_PAGE = select("seq, envelope", "inbox", "WHERE seq > :after ORDER BY seq LIMIT :limit")
@@ -540,7 +541,7 @@ class SqlSyncStore:
         params = {"stream": stream, "after": after}
         with self._db.write() as cur:
             self._serialize(cur)
-            cur.execute(f"SELECT count(*) FROM ({PAST}) AS past", params)  # noqa: S608
+            cur.execute(COUNT_PAST, params)
             forgotten = int(cur.fetchone()[0])
             if not forgotten:
                 return Rewound(0, 0, 0)
@@ -552,10 +553,8 @@ class SqlSyncStore:
             cur.execute(UNINDEX_PAST, params)
             cur.execute(FORGET_PAST, params)
             changes = self._refold(cur, fold_event)
-            profiles: dict[str, Profile | None] = {}
             held: dict[tuple[str, str], bool] = {}
-            connector_ids = [t.connector_id for t in targets]
-            self._prefetch(cur, set(changes), connector_ids, profiles, held)
+            self._prefetch_holdings(cur, sorted(changes), [t.connector_id for t in targets], held)
             number = len(self._rewinds.get(stream, ())) + 1
             deliveries: list[OutgoingDelivery] = []
             # A seq of its own per customer corrected, after every seq taken before.
@@ -589,27 +588,13 @@ class SqlSyncStore:
         """Every profile folded again from the inbox (within the caller's transaction); the
         ones that differ from the stored ones, as customer -> (stored, refolded)."""
         refolded: dict[str, Profile] = {}
-        seq = 0
-        while True:
-            cur.execute(INBOX_PAGE, {"after": seq, "limit": REWIND_PAGE})
-            rows = cur.fetchall()
-            if not rows:
-                break
-            for _seq, data in rows:
-                fold_event(refolded, Envelope.FromString(bytes(data)))
-            seq = int(rows[-1][0])
+        for _seq, data in _paged(cur, INBOX_PAGE, 0):
+            fold_event(refolded, Envelope.FromString(bytes(data)))
         changes: dict[str, tuple[Profile | None, Profile | None]] = {}
-        customer = ""
-        while True:
-            cur.execute(PROFILES_PAGE, {"after": customer, "limit": REWIND_PAGE})
-            rows = cur.fetchall()
-            if not rows:
-                break
-            for customer_id, document in rows:
-                stored, again = _profile(document), refolded.pop(customer_id, None)
-                if again != stored:
-                    changes[customer_id] = (stored, again)
-            customer = str(rows[-1][0])
+        for customer_id, document in _paged(cur, PROFILES_PAGE, ""):
+            stored, again = _profile(document), refolded.pop(customer_id, None)
+            if again != stored:
+                changes[customer_id] = (stored, again)
         changes.update((c, (None, p)) for c, p in refolded.items())
         return changes
 
@@ -677,9 +662,22 @@ class SqlSyncStore:
             profiles.update(dict.fromkeys(chunk))
             for customer_id, document in cur.fetchall():
                 profiles[customer_id] = _profile(document)
-            if not connector_ids:
-                continue
-            connector_list, connectors = in_list("k", connector_ids)
+        self._prefetch_holdings(cur, ids, connector_ids, held)
+
+    @staticmethod
+    def _prefetch_holdings(
+        cur: Cursor,
+        customer_ids: Sequence[str],
+        connector_ids: Sequence[str],
+        held: dict[tuple[str, str], bool],
+    ) -> None:
+        """Whether each connector holds each of these customers, into `held`."""
+        if not connector_ids:
+            return
+        connector_list, connectors = in_list("k", connector_ids)
+        for start in range(0, len(customer_ids), IN_LIST_CHUNK):
+            chunk = customer_ids[start : start + IN_LIST_CHUNK]
+            placeholders, names = in_list("c", chunk)
             cur.execute(
                 select(
                     "connector_id, customer_id",
@@ -851,8 +849,12 @@ class SqlSyncStore:
         self, connector_id: str, limit: int, after: tuple[int, str] = (0, "")
     ) -> list[StoredDelivery]:
         after_seq, after_id = after
-        params = {"connector": connector_id, "after": after_seq, "after_id": after_id}
-        params["limit"] = limit
+        params = {
+            "connector": connector_id,
+            "after": after_seq,
+            "after_id": after_id,
+            "limit": limit,
+        }
         with self._db.read() as cur:
             cur.execute(DEAD_LETTERS, params)
             return [delivery_from_row(row) for row in cur.fetchall()]
@@ -929,6 +931,20 @@ class SqlSyncStore:
             cur.executemany(UPSERT_HOLDING, upserts)
         if deletes:
             cur.executemany(DELETE_HOLDING, deletes)
+
+
+def _paged(cur: Cursor, sql: str, start: object) -> Iterator[Row]:
+    """The rows of `sql`, read REWIND_PAGE at a time on `cur` (within its transaction):
+    each page starts `:after` the first column of the previous page's last row."""
+    after = start
+    while rows := _fetch_page(cur, sql, after):
+        yield from rows
+        after = rows[-1][0]
+
+
+def _fetch_page(cur: Cursor, sql: str, after: object) -> list[Row]:
+    cur.execute(sql, {"after": after, "limit": REWIND_PAGE})
+    return cur.fetchall()
 
 
 def _identity_of(envelope: Envelope) -> tuple[object, ...]:

@@ -153,7 +153,7 @@ class ProfileSyncApplication:
             # The domain fold alone: with no connectors to gate for, the projector would
             # only wrap it.
             for _seq, _stream, envelope in self.store.inbox(1):
-                fold(profiles, project(envelope))
+                _fold_event(profiles, envelope)
                 events += 1
             self.store.replace_profiles(sorted(profiles.items()))
         return events

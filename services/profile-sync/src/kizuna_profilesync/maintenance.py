@@ -44,9 +44,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     args = parser().parse_args(argv)  # a usage error exits with status 2
-    if args.after < 0:
-        print("--after must be 0 or more", file=sys.stderr)
-        return USAGE_ERROR
     try:
         config = ServiceConfig.from_env(
             SERVICE, default_port=PORT, default_metrics_port=METRICS_PORT, env=env
@@ -57,6 +54,9 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         return USAGE_ERROR
     try:
         rewound = ProfileSyncApplication(store, connectors).rewind(args.stream, args.after)
+    except ValueError as exc:  # a position the rewind refuses: nothing was changed
+        print(f"kizuna-{SERVICE}: {exc}", file=sys.stderr)
+        return USAGE_ERROR
     finally:
         connectors.close()
         store.close()

@@ -74,6 +74,12 @@ def alice_granted_and_sent(app: ProfileSyncApplication) -> None:
     deliver_all(app.store)
 
 
+def alice_withdrew_not_sent_yet(app: ProfileSyncApplication) -> None:
+    """Alice's grant (position 1) went out; her withdrawal (position 2) is pending."""
+    alice_granted_and_sent(app)
+    app.project("CONSENT", record(2, ALICE, granted=False))
+
+
 def test_a_rewind_follows_the_restored_ledger(app: ProfileSyncApplication) -> None:
     store = app.store
     app.project("IDENTITY", registered(ALICE, position=1, login="a@example.jp"))
@@ -119,8 +125,7 @@ def test_a_lost_withdrawal_still_pending_goes_out_and_needs_no_correction(
     app: ProfileSyncApplication,
 ) -> None:
     store = app.store
-    alice_granted_and_sent(app)
-    app.project("CONSENT", record(2, ALICE, granted=False))  # its deletion is not out yet
+    alice_withdrew_not_sent_yet(app)
 
     # The ledger is restored to before both.
     assert app.rewind("CONSENT", 0) == Rewound(forgotten=2, changed=1, queued=0)
@@ -134,8 +139,7 @@ def test_a_replay_from_before_a_rewind_waits_for_its_deliveries(
     app: ProfileSyncApplication,
 ) -> None:
     store = app.store
-    alice_granted_and_sent(app)
-    app.project("CONSENT", record(2, ALICE, granted=False))  # its deletion is not out yet
+    alice_withdrew_not_sent_yet(app)
     app.rewind("CONSENT", 0)
     (settles,) = store.due(HOOK, LATER, 10)
     barrier = store.unsettled_rewind(HOOK)
@@ -161,8 +165,7 @@ def test_a_replica_that_was_running_marks_the_ids_too(
 ) -> None:
     other = open_store(database_url, tmp_path / "profilesync.sqlite", pool_size=2)
     try:
-        alice_granted_and_sent(app)
-        app.project("CONSENT", record(2, ALICE, granted=False))
+        alice_withdrew_not_sent_yet(app)
         deliver_all(app.store)
         app.rewind("CONSENT", 1)
         deliver_all(app.store)

@@ -27,10 +27,10 @@ from kizuna_profilesync.domain.profile import (
     ProfileStatus,
     UnknownField,
 )
+from kizuna_profilesync.domain.projection import CONSENT_STREAM, IDENTITY_STREAM
 from kizuna_profilesync.domain.webhooks import InvalidSecret
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ProfileSyncService"].full_name
-IDENTITY, CONSENT = "IDENTITY", "CONSENT"
 MAX_WAIT_SECONDS = 10.0
 
 SCOPES = {
@@ -258,7 +258,10 @@ class ProfileSyncServicer(pb_grpc.ProfileSyncServiceServicer):
     ) -> pb.GetProfileResponse:
         if not request.customer_id:
             raise invalid_argument("MISSING_FIELD", "customer_id is required", field="customer_id")
-        wanted = {IDENTITY: request.wait_for_position, CONSENT: request.wait_for_consent_position}
+        wanted = {
+            IDENTITY_STREAM: request.wait_for_position,
+            CONSENT_STREAM: request.wait_for_consent_position,
+        }
         deadline = time.monotonic() + min(
             context.time_remaining() or MAX_WAIT_SECONDS, MAX_WAIT_SECONDS
         )
@@ -277,8 +280,8 @@ class ProfileSyncServicer(pb_grpc.ProfileSyncServiceServicer):
             raise not_found("customer")  # an erased person is not shown again
         return pb.GetProfileResponse(
             profile=profile_to_proto(profile),
-            identity_position=positions.get(IDENTITY, 0),
-            consent_position=positions.get(CONSENT, 0),
+            identity_position=positions.get(IDENTITY_STREAM, 0),
+            consent_position=positions.get(CONSENT_STREAM, 0),
         )
 
     async def ListDeadLetters(

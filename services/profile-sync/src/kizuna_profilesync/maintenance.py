@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 
 from kizuna_kit.config import ConfigError, ServiceConfig
 from kizuna_profilesync.application import ProfileSyncApplication
+from kizuna_profilesync.domain.projection import CONSENT_STREAM
 from kizuna_profilesync.main import METRICS_PORT, PORT, SERVICE, open_state
 
 USAGE_ERROR = 2
-CONSENT = "CONSENT"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     )
     # CONSENT only: identity's store is not restored this way, and refolding identity
     # events an erasure redacted would bring the erased customer back as a blank profile.
-    rewind.add_argument("--stream", required=True, choices=[CONSENT])
+    rewind.add_argument("--stream", required=True, choices=[CONSENT_STREAM])
     rewind.add_argument(
         "--after", required=True, type=int, help="the restored service's last position"
     )

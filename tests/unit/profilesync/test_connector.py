@@ -62,6 +62,8 @@ def test_create_file_export_normalises_the_directory() -> None:
         ("crm", "WEBHOOK", replace(HOOK, webhook_url="https://u:p@x.com/"), "webhook.url"),
         ("crm", "WEBHOOK", replace(HOOK, webhook_url="https://x.com:99999/"), "webhook.url"),
         ("crm", "WEBHOOK", replace(HOOK, webhook_url="https://x.com/#frag"), "webhook.url"),
+        ("crm", "WEBHOOK", replace(HOOK, webhook_url="https://例え.jp/hook"), "webhook.url"),
+        ("crm", "WEBHOOK", replace(HOOK, webhook_url="https://x.com/フック"), "webhook.url"),
         ("crm", "WEBHOOK", replace(HOOK, secret_ref=""), "webhook.secret"),
         ("crm", "WEBHOOK", replace(HOOK, directory="/tmp"), "file_export"),
         ("crm", "WEBHOOK", replace(HOOK, event_types=("customer.created",)), "event_types"),

@@ -87,6 +87,16 @@ class Deliverer:
         return any(await asyncio.gather(*rounds))
 
     async def _deliver_connector(self, http: Http1Client, connector: Connector) -> bool:
+        """One connector's round. Its failure stays its own: were it to end the whole
+        round, the other connectors' sends would run on unawaited while the next round
+        took up the same deliveries again."""
+        try:
+            return await self._deliver_round(http, connector)
+        except Exception:
+            log.exception("delivery.connector_round_failed", connector=connector.connector_id)
+            return False
+
+    async def _deliver_round(self, http: Http1Client, connector: Connector) -> bool:
         now = self._clock()
         due = await self._threads.run(self._store.due, connector.connector_id, now, BATCH)
         if not due:
@@ -117,6 +127,16 @@ class Deliverer:
         except TimeoutError:
             attempt = Attempt(None, error="timeout")
         except (HttpError, OSError) as exc:
+            attempt = Attempt(None, error=type(exc).__name__)
+        except Exception as exc:
+            # Whatever else the send raised, it is this delivery's failed attempt: it is
+            # tried again, then dead-lettered, instead of holding the queue up for good.
+            log.warning(
+                "delivery.send_raised",
+                connector=connector.connector_id,
+                delivery=delivery.delivery_id,
+                error=type(exc).__name__,
+            )
             attempt = Attempt(None, error=type(exc).__name__)
         now = self._clock()
         step = next_step(self._policy, delivery.attempts + 1, attempt, now, self._random)

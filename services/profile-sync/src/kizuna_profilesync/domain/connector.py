@@ -243,6 +243,13 @@ def check_settings(kind: ConnectorKind, settings: Settings) -> Settings:
 def check_webhook_url(url: str) -> str:
     if not url or len(url) > MAX_URL or any(c.isspace() or ord(c) < 32 for c in url):
         raise InvalidConnector("webhook.url must be an http(s) URL", field="webhook.url")
+    if not url.isascii():
+        # An HTTP request line and host header are ASCII: an international host goes in
+        # its punycode form (xn--...), other characters percent-encoded.
+        raise InvalidConnector(
+            "webhook.url must be ASCII: punycode for the host, percent-encoding elsewhere",
+            field="webhook.url",
+        )
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 - raises ValueError on a malformed port

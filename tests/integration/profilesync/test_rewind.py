@@ -15,13 +15,18 @@ from pathlib import Path
 import pytest
 
 from kizuna.events.v1.envelope_pb2 import Envelope
-from kizuna_profilesync.application import ProfileSyncApplication, RewindNotSettled
+from kizuna_profilesync.application import ProfileSyncApplication
 from kizuna_profilesync.connectors import ConnectorsApplication
 from kizuna_profilesync.domain.connector import Settings
 from kizuna_profilesync.domain.profile import ConsentStatus
 from kizuna_profilesync.secret_box import SecretBox
 from kizuna_profilesync.storage.factory import open_store
-from kizuna_profilesync.storage.interface import Rewound, StreamDiverged, SyncStore
+from kizuna_profilesync.storage.interface import (
+    RewindNotSettled,
+    Rewound,
+    StreamDiverged,
+    SyncStore,
+)
 from tests.unit.profilesync.builders import ALICE, BOB, consent, registered
 
 pytestmark = pytest.mark.integration

@@ -36,6 +36,7 @@ from kizuna_profilesync.storage.interface import (
     HoldingLookup,
     OutgoingDelivery,
     ProfileLoader,
+    ReplayDeriver,
     StreamDiverged,
     SyncStore,
     Target,
@@ -515,7 +516,22 @@ def test_holdings_follow_each_delivery(sync: Sync) -> None:
 # 5. Replays ---------------------------------------------------------------------------------
 
 
-def test_replace_from_swaps_deliveries_and_holdings_atomically(sync: Sync) -> None:
+def derived(
+    deliveries: list[OutgoingDelivery], holdings: dict[str, bytes | None], seen: list[int]
+) -> ReplayDeriver:
+    """Stands in for the application's replay: these results, whatever the inbox says
+    (its seqs noted in `seen`)."""
+
+    def derive(
+        inbox: Iterator[tuple[int, Envelope]],
+    ) -> tuple[list[OutgoingDelivery], dict[str, bytes | None]]:
+        seen.extend(seq for seq, _ in inbox)
+        return deliveries, holdings
+
+    return derive
+
+
+def test_replay_swaps_deliveries_and_holdings_atomically(sync: Sync) -> None:
     two = (target(HOOK), target(OTHER))
     for position, customer in enumerate(["zed", "amy", "Bob", "amy"], start=1):
         sync.store.apply(IDENTITY, envelope(IDENTITY, position, customer), two, sync.project)
@@ -525,10 +541,11 @@ def test_replace_from_swaps_deliveries_and_holdings_atomically(sync: Sync) -> No
     assert [c for c, _ in sync.store.holdings(HOOK)] == ["Bob", "amy", "zed"]
 
     replay = [delivery(HOOK, 3, "Bob", b"B3"), delivery(HOOK, 4, "dan", b"D4")]
-    queued = sync.store.replace_from(
-        HOOK, 3, replay, {"Bob": b"B3", "dan": b"D4", "zed": None, "amy": b"A2"}
-    )
+    seen: list[int] = []
+    holdings = {"Bob": b"B3", "dan": b"D4", "zed": None, "amy": b"A2"}
+    queued = sync.store.replay(HOOK, 3, derived(replay, holdings, seen))
     assert queued == 2
+    assert seen == [1, 2, 3, 4]  # the whole inbox, in order
     # Seq 1 (delivered) and 2 stay as they were; 3 and 4 are the replay's.
     assert sync.due() == [did(HOOK, 2, "amy"), did(HOOK, 3, "Bob"), did(HOOK, 4, "dan")]
     assert sync.store.counts(HOOK) == ConnectorCounts(1, 3, 0, 0, 2, "")
@@ -541,10 +558,10 @@ def test_replace_from_swaps_deliveries_and_holdings_atomically(sync: Sync) -> No
     before = sync.snapshot([])
     clash = replace(delivery(HOOK, 5, "eve"), delivery_id=did(HOOK, 2, "amy"))
     with pytest.raises(DB_ERRORS):
-        sync.store.replace_from(HOOK, 3, [delivery(HOOK, 3, "Bob"), clash], {})
+        sync.store.replay(HOOK, 3, derived([delivery(HOOK, 3, "Bob"), clash], {}, []))
     assert sync.snapshot([]) == before
     with pytest.raises(ValueError, match="other connectors"):
-        sync.store.replace_from(HOOK, 3, [delivery(OTHER, 3, "Bob")], {})
+        sync.store.replay(HOOK, 3, derived([delivery(OTHER, 3, "Bob")], {}, []))
 
     sync.store.drop_connector(HOOK)
     assert sync.due() == []

@@ -13,11 +13,7 @@ from kizuna.profilesync.v1 import profilesync_pb2_grpc as pb_grpc
 from kizuna_kit.errors import ErrorCode, ErrorMap, RequestError, invalid_argument
 from kizuna_kit.rpc import RpcPolicy
 from kizuna_kit.wire import timestamp
-from kizuna_profilesync.application import (
-    NotAnExportConnector,
-    ProfileSyncApplication,
-    RewindNotSettled,
-)
+from kizuna_profilesync.application import NotAnExportConnector, ProfileSyncApplication
 from kizuna_profilesync.domain import connector as domain
 from kizuna_profilesync.domain.connector import Connector, ConnectorKind, Settings
 from kizuna_profilesync.domain.profile import (
@@ -29,6 +25,7 @@ from kizuna_profilesync.domain.profile import (
 )
 from kizuna_profilesync.domain.projection import CONSENT_STREAM, IDENTITY_STREAM
 from kizuna_profilesync.domain.webhooks import InvalidSecret
+from kizuna_profilesync.storage.interface import RewindNotSettled
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ProfileSyncService"].full_name
 MAX_WAIT_SECONDS = 10.0

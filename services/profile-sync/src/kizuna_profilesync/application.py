@@ -38,6 +38,38 @@ def _fold_event(profiles: dict[str, Profile], envelope: Envelope) -> None:
     fold(profiles, project(envelope))
 
 
+def _replayed(
+    target: Target, from_seq: int, inbox: Iterator[tuple[int, Envelope]]
+) -> tuple[list[OutgoingDelivery], dict[str, bytes | None]]:
+    """A connector's deliveries from `from_seq` on, and what it holds after them, the
+    whole inbox folded again under its current settings."""
+    profiles: dict[str, Profile] = {}
+    held: dict[str, bytes | None] = {}
+    queued: list[OutgoingDelivery] = []
+    for seq, envelope in inbox:
+        changed, deliveries = projector(
+            envelope,
+            seq,
+            lambda customer: profiles.get(customer),
+            [target],
+            lambda _c, customer: held.get(customer) is not None,
+        )
+        for customer_id, profile in changed.items():
+            if profile is None:
+                profiles.pop(customer_id, None)
+            else:
+                profiles[customer_id] = profile
+        for delivery in deliveries:
+            held[delivery.customer_id] = delivery.holding
+            if seq >= from_seq:
+                queued.append(delivery)
+    # An erased customer's events no longer hold their data: replayed, they would
+    # send empty upserts ahead of the deletion, which alone says what counts.
+    erased = {c for c, p in profiles.items() if p.status == ProfileStatus.ERASED}
+    queued = [d for d in queued if d.customer_id not in erased or d.type != EventType.UPSERTED]
+    return queued, held
+
+
 @dataclass(frozen=True)
 class Status:
     position: int
@@ -110,39 +142,11 @@ class ProfileSyncApplication:
             tuple(connector.fields),
         )
         with self._projecting:
-            unsettled = self.store.unsettled_rewind(connector_id)
-            if unsettled is not None and from_seq <= unsettled:
-                raise RewindNotSettled(connector_id, unsettled)
-            count = self._replay(target, from_seq)
+            count = self.store.replay(
+                connector_id, max(from_seq, 1), lambda inbox: _replayed(target, from_seq, inbox)
+            )
         self._on_delivery()
         return count
-
-    def _replay(self, target: Target, from_seq: int) -> int:
-        profiles: dict[str, Profile] = {}
-        held: dict[str, bytes | None] = {}
-        queued: list[OutgoingDelivery] = []
-        for seq, _stream, envelope in self.store.inbox(1):
-            changed, deliveries = projector(
-                envelope,
-                seq,
-                lambda customer: profiles.get(customer),
-                [target],
-                lambda _c, customer: held.get(customer) is not None,
-            )
-            for customer_id, profile in changed.items():
-                if profile is None:
-                    profiles.pop(customer_id, None)
-                else:
-                    profiles[customer_id] = profile
-            for delivery in deliveries:
-                held[delivery.customer_id] = delivery.holding
-                if seq >= from_seq:
-                    queued.append(delivery)
-        # An erased customer's events no longer hold their data: replayed, they would
-        # send empty upserts ahead of the deletion, which alone says what counts.
-        erased = {c for c, p in profiles.items() if p.status == ProfileStatus.ERASED}
-        queued = [d for d in queued if d.customer_id not in erased or d.type != EventType.UPSERTED]
-        return self.store.replace_from(target.connector_id, max(from_seq, 1), queued, held)
 
     def rebuild(self) -> int:
         """Refolds every profile from the inbox (position 0 on both streams) and replaces
@@ -237,18 +241,6 @@ class ProfileSyncApplication:
     def delete_connector(self, connector_id: str) -> None:
         self.connectors.delete(connector_id)
         self.store.drop_connector(connector_id)
-
-
-class RewindNotSettled(ConnectorError):
-    """A replay from before a rewind whose deliveries are not all sent: the receiver's
-    state does not follow from the inbox until they are."""
-
-    def __init__(self, connector_id: str, seq: int) -> None:
-        super().__init__(
-            f"deliveries up to position {seq} (a rewind after a restore) are not all sent"
-            f" yet: replay from after {seq}, or once they are sent",
-            connector_id=connector_id,
-        )
 
 
 class NotAnExportConnector(ConnectorError):

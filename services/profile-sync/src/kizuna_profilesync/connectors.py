@@ -30,6 +30,7 @@ class ConnectorsApplication(Application[UUID]):
         self._box = box
         self._lock = threading.Lock()
         self._cache: dict[str, Connector] | None = None
+        self._cache_at: int | None = None  # the log's last notification when cached
 
     def create(self, connector_id: str, kind: str, settings: Settings, secret: str) -> Connector:
         if secret:
@@ -43,7 +44,6 @@ class ConnectorsApplication(Application[UUID]):
             self.save(connector)
         except IntegrityError:
             raise ConnectorExists(connector_id) from None
-        self._forget()
         return connector
 
     def update(self, connector_id: str, settings: Settings, secret: str) -> Connector:
@@ -79,9 +79,11 @@ class ConnectorsApplication(Application[UUID]):
         return self._box.open(connector.settings.secret_ref, connector.connector_id)
 
     def live(self) -> dict[str, Connector]:
-        """Every connector not deleted, by id (cached until a change here)."""
+        """Every connector not deleted, by id. Cached while the connectors' log stands
+        still: a change made here or on another replica is seen at the next call."""
+        last = self.recorder.max_notification_id()
         with self._lock:
-            if self._cache is None:
+            if self._cache is None or self._cache_at != last:
                 topic = get_topic(Connector.Created)
                 found: dict[str, Connector] = {}
                 for notification in self.recorder.select_notifications(
@@ -90,7 +92,7 @@ class ConnectorsApplication(Application[UUID]):
                     connector = self._load(UUID(str(notification.originator_id)))
                     if connector is not None and not connector.deleted:
                         found[connector.connector_id] = connector
-                self._cache = found
+                self._cache, self._cache_at = found, last
             return dict(self._cache)
 
     def targets(self) -> list[Target]:
@@ -101,18 +103,9 @@ class ConnectorsApplication(Application[UUID]):
             for c in self.live().values()
         ]
 
-    def refresh(self) -> None:
-        """Forget the cache (another replica may have changed connectors)."""
-        self._forget()
-
     def _saved(self, connector: Connector) -> Connector:
         self.save(connector)
-        self._forget()
         return connector
-
-    def _forget(self) -> None:
-        with self._lock:
-            self._cache = None
 
     def _load(self, connector_uuid: UUID) -> Connector | None:
         try:

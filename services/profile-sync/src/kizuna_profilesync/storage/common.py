@@ -27,6 +27,8 @@ from kizuna_profilesync.storage.interface import (
     EventFolder,
     OutgoingDelivery,
     Projector,
+    ReplayDeriver,
+    RewindNotSettled,
     Rewound,
     StoredDelivery,
     StreamDiverged,
@@ -868,24 +870,27 @@ class SqlSyncStore:
             cur.execute(RETRY_DEAD, params)
             return len(cur.fetchall())
 
-    def replace_from(
-        self,
-        connector_id: str,
-        from_seq: int,
-        deliveries: Sequence[OutgoingDelivery],
-        holdings: dict[str, bytes | None],
-    ) -> int:
-        strangers = {d.connector_id for d in deliveries} - {connector_id}
-        if strangers:
-            raise ValueError(f"deliveries of other connectors: {sorted(strangers)}")
+    def replay(self, connector_id: str, from_seq: int, derive: ReplayDeriver) -> int:
         params = {"connector": connector_id, "from": from_seq}
-        now = rfc3339(self._clock())
         with self._db.write() as cur:
             self._serialize(cur)
+            cur.execute(UNSETTLED_REWIND, params)
+            unsettled = cur.fetchone()[0]
+            if unsettled is not None and from_seq <= int(unsettled):
+                raise RewindNotSettled(connector_id, int(unsettled))
+            inbox = (
+                (int(seq), Envelope.FromString(bytes(data)))
+                for seq, data in _paged(cur, INBOX_PAGE, 0)
+            )
+            deliveries, holdings = derive(inbox)
+            strangers = {d.connector_id for d in deliveries} - {connector_id}
+            if strangers:
+                raise ValueError(f"deliveries of other connectors: {sorted(strangers)}")
             cur.execute(
                 "DELETE FROM deliveries WHERE connector_id = :connector AND seq >= :from", params
             )
             if deliveries:
+                now = rfc3339(self._clock())
                 cur.executemany(INSERT_DELIVERY, [delivery_params(d, now) for d in deliveries])
             cur.execute("DELETE FROM holdings WHERE connector_id = :connector", params)
             held = {(connector_id, c): data for c, data in holdings.items() if data is not None}

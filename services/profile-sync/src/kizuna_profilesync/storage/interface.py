@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from kizuna.events.v1.envelope_pb2 import Envelope
+from kizuna_profilesync.domain.connector import ConnectorError
 from kizuna_profilesync.domain.profile import Profile
 
 
@@ -98,6 +99,18 @@ class ProfileLoader(Protocol):
     def __call__(self, customer_id: str) -> Profile | None: ...
 
 
+class RewindNotSettled(ConnectorError):
+    """A replay from before a rewind whose deliveries are not all sent: the receiver's
+    state does not follow from the inbox until they are."""
+
+    def __init__(self, connector_id: str, seq: int) -> None:
+        super().__init__(
+            f"deliveries up to position {seq} (a rewind after a restore) are not all sent"
+            f" yet: replay from after {seq}, or once they are sent",
+            connector_id=connector_id,
+        )
+
+
 class StreamDiverged(ValueError):
     """An event arrived at a stream position the inbox holds another event at."""
 
@@ -117,6 +130,12 @@ class HoldingLookup(Protocol):
 
 # Folds one inbox event into the profiles (the domain's fold, as a rebuild runs it).
 EventFolder = Callable[[dict[str, Profile], Envelope], None]
+# A replay's deliveries for one connector and what it holds afterwards, from the inbox
+# ((seq, envelope) in seq order).
+ReplayDeriver = Callable[
+    [Iterator[tuple[int, Envelope]]],
+    tuple[Sequence["OutgoingDelivery"], Mapping[str, bytes | None]],
+]
 
 
 class Corrector(Protocol):
@@ -229,17 +248,13 @@ class SyncStore(Protocol):
         older than a delivered one of the same customer becomes SUPERSEDED instead:
         requeued, it would reach the receiver after the newer state."""
 
-    def replace_from(
-        self,
-        connector_id: str,
-        from_seq: int,
-        deliveries: Sequence[OutgoingDelivery],
-        holdings: dict[str, bytes | None],
-    ) -> int:
-        """Replay: in one transaction, delete this connector's deliveries with seq >=
-        from_seq, insert `deliveries` as PENDING, and set its holdings to exactly
-        `holdings` (customer -> data; None or absent = not held). Returns how many were
-        queued."""
+    def replay(self, connector_id: str, from_seq: int, derive: ReplayDeriver) -> int:
+        """One transaction under the apply lock (no event is applied meanwhile, whatever
+        replica applies it): refuses with RewindNotSettled a replay from at or before an
+        unsettled rewind (see `unsettled_rewind`); hands `derive` the whole inbox in seq
+        order; deletes this connector's deliveries with seq >= from_seq, inserts the
+        derived deliveries as PENDING and sets its holdings to exactly the derived ones
+        (customer -> data; None or absent = not held). Returns how many were queued."""
 
     def unsettled_rewind(self, connector_id: str) -> int | None:
         """The last seq of the latest rewind with deliveries of this connector still to

@@ -183,11 +183,32 @@ async def test_error_rows_change_nothing(consent: Consent) -> None:
         S.INVALID_ARGUMENT,
         "INVALID_DECISION",
     )
+    # Empty, or what would make consent.subject.<id> a NATS subject the relay cannot
+    # publish to (holding every later record back).
+    for subject in ("", "tanaka san", "a.b", "x*", "y>"):
+        await consent.fails(
+            "RecordConsent",
+            pb.RecordConsentRequest(**{**base, "subject_id": subject}),
+            S.INVALID_ARGUMENT,
+            "INVALID_ARGUMENT",
+        )
     await consent.fails(
         "RecordConsent",
-        pb.RecordConsentRequest(**{**base, "subject_id": ""}),
+        pb.RecordConsentRequest(**{**base, "idempotency_key": "k" * 8000}),
         S.INVALID_ARGUMENT,
         "INVALID_ARGUMENT",
+    )
+    # Times no datetime holds.
+    ancient = pb.RecordConsentRequest(**base)
+    ancient.effective_at.seconds = -(10**12)
+    await consent.fails("RecordConsent", ancient, S.INVALID_ARGUMENT, "INVALID_TIME")
+    far = pb.GetConsentStateRequest(subject_id=TANAKA)
+    far.at.seconds = 10**12
+    await consent.fails("GetConsentState", far, S.INVALID_ARGUMENT, "INVALID_TIME")
+    far_export = pb.ExportConsentStateRequest()
+    far_export.as_known_at.seconds = 10**12
+    await consent.fails(
+        "ExportConsentState", far_export, S.INVALID_ARGUMENT, "INVALID_TIME", streaming=True
     )
     await consent.fails(
         "GetStatement",
@@ -458,6 +479,38 @@ async def test_a_reused_idempotency_key_for_another_consent_is_refused(consent: 
         S.FAILED_PRECONDITION,
         "IDEMPOTENCY_KEY_REUSED",
     )
+
+
+async def test_a_key_reused_with_another_channel_or_time_is_refused(consent: Consent) -> None:
+    """Answering those with the first record would drop the caller's consent unsaid."""
+    await publish(consent, "privacy", "1.0")
+    await grant(consent, TANAKA, "privacy", "1.0", key="form-9", at="2025-01-01T00:00:00")
+    request = pb.RecordConsentRequest(
+        subject_id=TANAKA,
+        statement_id="privacy",
+        version="1.0",
+        decision=pb.DECISION_GRANTED,
+        channel="store",
+        site_id="site-a",
+        idempotency_key="form-9",
+    )
+    request.effective_at.CopyFrom(ts("2025-01-01T00:00:00"))
+    assert (await consent.call("RecordConsent", request)).record_id  # the same: answered
+    request.effective_at.CopyFrom(ts("2025-03-01T00:00:00"))
+    await consent.fails("RecordConsent", request, S.FAILED_PRECONDITION, "IDEMPOTENCY_KEY_REUSED")
+    request.effective_at.CopyFrom(ts("2025-01-01T00:00:00"))
+    request.channel = "call-centre"
+    await consent.fails("RecordConsent", request, S.FAILED_PRECONDITION, "IDEMPOTENCY_KEY_REUSED")
+
+
+async def test_a_retry_after_a_merge_gets_the_first_answer(consent: Consent) -> None:
+    await publish(consent, "privacy", "1.0")
+    first = await grant(consent, SATO, "privacy", "1.0", key="form-42")
+    await asyncio.to_thread(consent.service.store.apply_merge, SATO, TANAKA, 10)
+    before = consent.position()
+    again = await grant(consent, SATO, "privacy", "1.0", key="form-42")
+    assert again == first
+    assert consent.position() == before
 
 
 async def test_a_key_reused_for_another_consent_at_the_same_time_is_refused(

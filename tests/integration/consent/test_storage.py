@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kizuna_consent.application import ConsentApplication, ConsentRequest
 from kizuna_consent.domain.chain import verify_chain
 from kizuna_consent.domain.merkle import EMPTY_ROOT, leaf_hash, root_of
 from kizuna_consent.domain.records import ConsentRecord, Decision
 from kizuna_consent.domain.state import state_at
 from kizuna_consent.domain.statements import StatementVersionExists, Version, publish_statement
+from kizuna_consent.evidence import Evidence
 from kizuna_consent.storage.common import RECORD_COLUMNS
 from kizuna_consent.storage.factory import open_store
 from kizuna_consent.storage.interface import (
@@ -273,6 +276,30 @@ def test_the_database_refuses_updates_and_deletes(ledger: Ledger, statement: str
     publish_terms(ledger)
     varied_ledger(ledger, 2)
     before = snapshot(ledger)
+
+    with pytest.raises(DB_ERRORS, match="append-only"):
+        ledger.sql(statement)
+
+    assert snapshot(ledger) == before
+
+
+@pytest.mark.parametrize("table", ["ledger", "statements"])
+def test_the_database_refuses_an_insert_that_replaces_a_row(ledger: Ledger, table: str) -> None:
+    publish_terms(ledger)
+    varied_ledger(ledger, 2)
+    before = snapshot(ledger)
+    # SQLite's REPLACE deletes the row it replaces without firing DELETE triggers;
+    # PostgreSQL's upsert updates it.
+    change, key = {
+        "ledger": ("subject_id = 'mallory'", "sequence"),
+        "statements": ("body = 'Other text'", "statement_id, major, minor"),
+    }[table]
+    if ledger.backend == "postgres":
+        statement = (
+            f"INSERT INTO {table} SELECT * FROM {table} ON CONFLICT ({key}) DO UPDATE SET {change}"
+        )
+    else:
+        statement = f"INSERT OR REPLACE INTO {table} SELECT * FROM {table}"
 
     with pytest.raises(DB_ERRORS, match="append-only"):
         ledger.sql(statement)
@@ -730,3 +757,22 @@ def test_the_rebuilt_timeline_equals_the_live_one(ledger: Ledger) -> None:
     assert ledger.store.timeline_rows() != live
     ledger.store.rebuild_timeline()
     assert ledger.store.timeline_rows() == live
+
+
+def test_a_consent_without_effective_at_takes_the_time_it_is_recorded(ledger: Ledger) -> None:
+    """Even when the clock steps back between the check and the append (an NTP step):
+    a time taken at the check would then lie after the record's, and be refused."""
+    publish_terms(ledger)
+    t1 = T0 + timedelta(days=30)
+    readings = iter([t1, t1 - timedelta(milliseconds=5)])
+    app = ConsentApplication(
+        ledger.store, Ed25519PrivateKey.generate(), clock=lambda: next(readings)
+    )
+    request = ConsentRequest(
+        "bob", "terms", "1.0", Decision.GRANTED, None, "web", "", Evidence(), None
+    )
+
+    [answer] = app.record([app.check(request)])
+
+    assert isinstance(answer, Appended), answer
+    assert answer.record.effective_at == answer.record.recorded_at

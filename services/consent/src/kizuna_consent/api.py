@@ -26,7 +26,7 @@ from kizuna_kit.errors import ErrorCode, ErrorMap, invalid_argument
 from kizuna_kit.group_commit import GroupCommit
 from kizuna_kit.rpc import RpcPolicy
 from kizuna_kit.streaming import stream_in_thread
-from kizuna_kit.wire import timestamp
+from kizuna_kit.wire import optional_time, timestamp
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ConsentService"].full_name
 
@@ -78,10 +78,6 @@ STATUSES = {
     ConsentStatus.WITHDRAWN: pb.CONSENT_STATUS_WITHDRAWN,
     ConsentStatus.OUTDATED: pb.CONSENT_STATUS_OUTDATED,
 }
-
-
-def optional_time(message: Any, field: str) -> datetime | None:
-    return getattr(message, field).ToDatetime(tzinfo=UTC) if message.HasField(field) else None
 
 
 def statement_to_proto(statement: Statement) -> pb.Statement:

@@ -66,7 +66,7 @@ class Checked:
 
     request: ConsentRequest
     version: Version
-    effective_at: datetime
+    effective_at: datetime | None  # None: when recorded
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,7 @@ class ConsentApplication:
         subject is left to `record`: resolved here, outside the writers' lock, a merge or
         an erasure could land before the append."""
         if request.idempotency_key:
+            check_key(request.idempotency_key)
             first = self.store.find_by_idempotency_key(request.idempotency_key)
             if first is not None:
                 subject = self.store.canonical_subject(request.subject_id)
@@ -162,9 +163,10 @@ class ConsentApplication:
                     "no such statement version", statement_id=request.statement_id
                 )
             self._published.add((request.statement_id, version))
-        now = self._clock()
-        effective_at = request.effective_at or now
-        if effective_at > now:
+        # Unset, it is when the record is appended (the ledger's clock, under its lock):
+        # a time taken here could pass the append's if the clock stepped back between.
+        effective_at = request.effective_at
+        if effective_at is not None and effective_at > self._clock():
             raise EffectiveAtInFuture("effective_at must not be in the future")
         return Checked(request, version, effective_at)
 
@@ -331,12 +333,18 @@ def export_status(
 
 
 def same_request(first: ConsentRecord, request: ConsentRequest, subject: str) -> bool:
-    """A reused idempotency key must carry the same consent, or it is someone else's."""
+    """A reused idempotency key must carry the same consent, or it is someone else's.
+    `subject` is the request's subject as resolved now: the first record may name the
+    same subject by the id it had before a merge. The evidence is sealed and is not
+    compared."""
     return (
-        first.subject_id == subject
+        first.subject_id in (subject, request.subject_id)
         and first.statement_id == request.statement_id
         and str(first.version) == request.version
         and first.decision == request.decision
+        and request.effective_at in (None, first.effective_at)
+        and first.channel == request.channel
+        and first.site_id == request.site_id
     )
 
 
@@ -345,8 +353,27 @@ def key_reused() -> IdempotencyKeyReused:
 
 
 def check_id(value: str, field: str) -> None:
-    if not value or len(value) > MAX_ID or not value.isprintable():
-        raise InvalidRequest(f"{field} must be 1 to {MAX_ID} printable characters", field=field)
+    """A subject id names the NATS subject its records go out on (consent.subject.<id>):
+    whitespace or a '.', '*' or '>' would make that subject one the relay cannot publish,
+    holding every later record back."""
+    if (
+        not value
+        or len(value) > MAX_ID
+        or not value.isprintable()
+        or any(c.isspace() or c in ".*>" for c in value)
+    ):
+        raise InvalidRequest(
+            f"{field} must be 1 to {MAX_ID} printable characters, without spaces, '.', '*' or '>'",
+            field=field,
+        )
+
+
+def check_key(key: str) -> None:
+    if len(key) > MAX_ID or not key.isprintable():
+        raise InvalidRequest(
+            f"idempotency_key must be 1 to {MAX_ID} printable characters",
+            field="idempotency_key",
+        )
 
 
 class StatementNotFound(ConsentError):

@@ -7,7 +7,6 @@ docs/adr/0001-sync-async.md.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC
 from typing import Any
 
 import grpc
@@ -21,7 +20,7 @@ from kizuna_identity.domain.password import WeakPassword
 from kizuna_identity.domain.profile import InvalidProfile, UnknownField
 from kizuna_kit.errors import ErrorCode, ErrorMap, invalid_argument
 from kizuna_kit.rpc import RpcPolicy
-from kizuna_kit.wire import timestamp
+from kizuna_kit.wire import optional_time, timestamp
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
 
@@ -176,7 +175,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self, request: pb.GetCustomerRequest, context: Any
     ) -> pb.GetCustomerResponse:
         customer_id = parse_customer_id(request.customer_id)
-        at = request.at.ToDatetime(tzinfo=UTC) if request.HasField("at") else None
+        at = optional_time(request, "at")
         customer = await asyncio.to_thread(self._app.get_customer, customer_id, at)
         return pb.GetCustomerResponse(customer=customer_to_proto(customer))
 

@@ -10,6 +10,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from kizuna.events.v1.envelope_pb2 import Envelope
+from kizuna_kit.errors import invalid_argument
 
 MSG_ID = "Nats-Msg-Id"
 
@@ -42,6 +43,20 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     if not _FIRST <= seconds <= _LAST:
         raise ValueError(f"{value!r} is outside the range of a protobuf Timestamp")
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=since.microseconds * 1000)
+
+
+def optional_time(message: Message, field: str) -> datetime | None:
+    """A request's optional Timestamp field as an aware UTC datetime; None when unset.
+    Raises RequestError (INVALID_ARGUMENT, INVALID_TIME) for one no datetime can hold
+    (before year 1, after 9999, or nanos out of range)."""
+    if not message.HasField(field):
+        return None
+    value: timestamp_pb2.Timestamp = getattr(message, field)
+    if not (_FIRST <= value.seconds <= _LAST and 0 <= value.nanos < 1_000_000_000):
+        raise invalid_argument(
+            "INVALID_TIME", f"{field} is outside 0001-01-01..9999-12-31", field=field
+        )
+    return value.ToDatetime(tzinfo=UTC)
 
 
 def event_id(service: str, position: int) -> str:

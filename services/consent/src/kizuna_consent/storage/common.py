@@ -401,7 +401,7 @@ def plan_append(
             statement_id=item.statement_id,
             version=item.version,
             decision=item.decision,
-            effective_at=item.effective_at,
+            effective_at=item.effective_at or recorded_at,
             recorded_at=recorded_at,
             channel=item.channel,
             site_id=item.site_id,

@@ -46,7 +46,7 @@ class NewConsent:
     statement_id: str
     version: Version
     decision: Decision
-    effective_at: datetime
+    effective_at: datetime | None  # None: when recorded (the request gave none)
     channel: str
     site_id: str
     evidence: bytes

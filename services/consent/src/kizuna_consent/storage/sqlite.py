@@ -17,11 +17,26 @@ from kizuna_consent.storage.common import (
 )
 from kizuna_kit.sql import SqliteDatabase
 
+# The columns a row of each append-only table is unique by.
+_UNIQUE = {
+    "ledger": "sequence = NEW.sequence OR record_id = NEW.record_id"
+    " OR idempotency_key = NEW.idempotency_key",
+    "statements": "statement_id = NEW.statement_id AND major = NEW.major AND minor = NEW.minor",
+}
+assert set(_UNIQUE) == set(APPEND_ONLY_TABLES)
 TRIGGERS = [
     f"""CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table}
     BEGIN SELECT RAISE(ABORT, '{table} is append-only: {op} refused'); END"""
     for table in APPEND_ONLY_TABLES
     for op in ("UPDATE", "DELETE")
+] + [
+    # INSERT OR REPLACE deletes the row it replaces without firing DELETE triggers
+    # (unless the connection turned recursive_triggers on): an insert that meets an
+    # existing row is refused before it can replace it.
+    f"""CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table}
+    WHEN EXISTS (SELECT 1 FROM {table} WHERE {unique})
+    BEGIN SELECT RAISE(ABORT, '{table} is append-only: REPLACE refused'); END"""  # noqa: S608
+    for table, unique in _UNIQUE.items()
 ]
 
 

@@ -422,6 +422,7 @@ def test_merge_moves_consents_to_the_survivor() -> None:
     assert bob.status == ProfileStatus.MERGED
     assert bob.merged_into == ALICE
     assert (bob.consents, bob.login_ids, bob.linked_identities) == ({}, (), ())
+    assert bob.fields == ProfileFields()  # as identity, which clears the merged profile
 
 
 def test_merge_reports_both_customers_as_changed() -> None:

@@ -454,12 +454,13 @@ def apply(profile: Profile | None, op: Operation, source: Profile | None = None)
             login_ids=tuple(sorted(set(current.login_ids) | set(op.login_ids))),
             **stamp,
         )
-    # MarkMerged: the survivor now answers for this id (logins, links and consents
-    # went to it); the profile fields stay, as identity keeps them.
+    # MarkMerged: the survivor now answers for this id (fields, logins, links and
+    # consents went to it); like identity, the merged profile keeps none of them.
     return _evolve(
         current,
         status=ProfileStatus.MERGED,
         merged_into=op.survivor_id,
+        fields=ProfileFields(),
         login_ids=(),
         linked_identities=(),
         consents={},

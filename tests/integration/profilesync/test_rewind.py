@@ -196,10 +196,12 @@ def test_an_event_numbered_again_gets_its_own_webhook_id_after_a_restart(
     try:
         restarted = ProfileSyncApplication(reopened, app.connectors)
         restarted.project("CONSENT", record(2, ALICE))
+        assert [(i, t) for i, _, t in deliver_all(reopened)] == [
+            ("consent:2~1", "customer.upserted")
+        ]
         restarted.project("CONSENT", record(3, ALICE, granted=False))
         assert [(i, t) for i, _, t in deliver_all(reopened)] == [
-            ("consent:2~1", "customer.upserted"),
-            ("consent:3~1", "customer.deleted"),
+            ("consent:3~1", "customer.deleted")
         ]
         with pytest.raises(StreamDiverged):
             restarted.project("CONSENT", record(2, BOB))

@@ -245,6 +245,10 @@ SUPERSEDE_ERASED = """
     UPDATE deliveries SET status = 'superseded', body = :blank, updated_at = :now
     WHERE connector_id IN {connectors} AND status IN ('pending', 'dead')
         AND customer_id IN {ids} AND type = :upserted"""
+SUPERSEDE_BEFORE_DELETION = """
+    UPDATE deliveries SET status = 'superseded', body = :blank, updated_at = :now
+    WHERE connector_id = :connector AND status IN ('pending', 'dead') AND seq < :seq
+        AND customer_id = :customer AND type = :upserted"""
 # RETURNING rather than rowcount: PostgreSQL's pipeline mode knows no rowcount yet.
 RETRY_DEAD = """
     UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = :now,
@@ -508,12 +512,35 @@ class SqlSyncStore:
                     held[(d.connector_id, d.customer_id)] = d.holding is not None
                 deliveries += event_deliveries
             self._write_projection(cur, changed, deliveries)
+            self._supersede_before_deletions(cur, deliveries)
             # A profile changes to a tombstone only on its erasure (a redelivery is
             # skipped above, and nothing changes an erased profile again).
             erased = sorted(c for c, p in changed.items() if p and p.status == ProfileStatus.ERASED)
             if erased:
                 self._forget(cur, erased, connector_ids)
         return seqs
+
+    def _supersede_before_deletions(
+        self, cur: Cursor, deliveries: Sequence[OutgoingDelivery]
+    ) -> None:
+        """A connector told to delete a customer (consent withdrawn, say) gets none of
+        that customer's upserts not sent yet: they would reach it after the customer
+        said no. The deletion itself still goes out."""
+        now = rfc3339(self._clock())
+        params = [
+            {
+                "connector": d.connector_id,
+                "customer": d.customer_id,
+                "seq": d.seq,
+                "blank": BLANK,
+                "now": now,
+                "upserted": EventType.UPSERTED.value,
+            }
+            for d in deliveries
+            if d.type == EventType.DELETED.value
+        ]
+        if params:
+            cur.executemany(SUPERSEDE_BEFORE_DELETION, params)
 
     def _read_rewinds(self, cur: Cursor) -> None:
         cur.execute(REWINDS, {})

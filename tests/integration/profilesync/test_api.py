@@ -262,6 +262,24 @@ async def test_file_export_and_replay_give_the_same_bytes(stack: Stack, tmp_path
     assert Path(second.path).read_bytes() == before
     assert not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
 
+    # The settings changed since: the next export follows them, with the profiles as
+    # they are (no delivery told the connector about the consents it now requires).
+    Path(second.path).unlink()
+    await stack.sync.call(
+        "UpdateConnector",
+        pb.UpdateConnectorRequest(
+            connector_id="warehouse",
+            file_export=pb.FileExportConfig(directory=str(directory), format=pb.EXPORT_FORMAT_CSV),
+            required_statements=["marketing-email"],
+            fields=["given_name"],
+        ),
+    )
+    third = await stack.sync.call("RunExport", pb.RunExportRequest(connector_id="warehouse"))
+    assert third.rows == 10
+    exported = Path(third.path).read_text().splitlines()
+    assert exported[0] == "customer_id,given_name"
+    assert sorted(line.split(",")[0] for line in exported[1:]) == sorted(made[:10])
+
 
 async def test_connector_error_rows(stack: Stack) -> None:
     sync = stack.sync

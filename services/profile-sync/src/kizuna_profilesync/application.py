@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kizuna.events.v1.envelope_pb2 import Envelope
-from kizuna_profilesync.connectors import ConnectorsApplication
+from kizuna_profilesync.connectors import ConnectorsApplication, target_of
 from kizuna_profilesync.domain.connector import ConnectorError, ConnectorKind
 from kizuna_profilesync.domain.export_format import ExportFormat, file_name, lines
-from kizuna_profilesync.domain.gating import EventType
+from kizuna_profilesync.domain.gating import EventType, visible
 from kizuna_profilesync.domain.profile import Profile, ProfileStatus
 from kizuna_profilesync.domain.projection import Change, fold, project
 from kizuna_profilesync.projector import gate, projector
@@ -27,7 +27,6 @@ from kizuna_profilesync.storage.interface import (
     SyncStore,
     Target,
 )
-from kizuna_profilesync.storage.serialization import profile_from_bytes
 
 
 def utcnow() -> datetime:
@@ -134,13 +133,7 @@ class ProfileSyncApplication:
     def replay(self, connector_id: str, from_seq: int) -> int:
         """Re-derives the connector's deliveries from `from_seq` (its current settings,
         the whole inbox folded again) and queues them, in order."""
-        connector = self.connectors.get(connector_id)
-        target = Target(
-            connector.connector_id,
-            tuple(connector.event_types),
-            tuple(connector.required_statements),
-            tuple(connector.fields),
-        )
+        target = target_of(self.connectors.get(connector_id))
         with self._projecting:
             count = self.store.replay(
                 connector_id, max(from_seq, 1), lambda inbox: _replayed(target, from_seq, inbox)
@@ -201,6 +194,7 @@ class ProfileSyncApplication:
         if connector.kind != ConnectorKind.FILE_EXPORT:
             raise NotAnExportConnector(connector_id)
         settings = connector.settings
+        audience = target_of(connector)
         fmt = ExportFormat(settings.export_format)
         directory = Path(settings.directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -208,10 +202,13 @@ class ProfileSyncApplication:
         rows = 0
 
         def profiles() -> Iterator[Profile]:
+            # Who may have it now, as they are now: the connector's settings may have
+            # changed since the profiles did.
             nonlocal rows
-            for _customer, data in self.store.holdings(connector_id):
-                rows += 1
-                yield profile_from_bytes(data)
+            for profile in self.store.profiles():
+                if visible(audience, profile):
+                    rows += 1
+                    yield profile
 
         handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
         try:

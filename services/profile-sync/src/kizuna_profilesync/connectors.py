@@ -96,12 +96,7 @@ class ConnectorsApplication(Application[UUID]):
             return dict(self._cache)
 
     def targets(self) -> list[Target]:
-        return [
-            Target(
-                c.connector_id, tuple(c.event_types), tuple(c.required_statements), tuple(c.fields)
-            )
-            for c in self.live().values()
-        ]
+        return [target_of(c) for c in self.live().values()]
 
     def _saved(self, connector: Connector) -> Connector:
         self.save(connector)
@@ -113,6 +108,16 @@ class ConnectorsApplication(Application[UUID]):
         except AggregateNotFoundError:
             return None
         return connector if isinstance(connector, Connector) else None
+
+
+def target_of(connector: Connector) -> Target:
+    """The connector as the projection and exports see it."""
+    return Target(
+        connector.connector_id,
+        tuple(connector.event_types),
+        tuple(connector.required_statements),
+        tuple(connector.fields),
+    )
 
 
 def _with_secret(settings: Settings, secret_ref: str) -> Settings:

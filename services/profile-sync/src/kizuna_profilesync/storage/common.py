@@ -930,6 +930,11 @@ class SqlSyncStore:
             found = cur.fetchone()[0]
         return None if found is None else int(found)
 
+    def profiles(self) -> Iterator[Profile]:
+        sql = select("document", "profiles", "ORDER BY customer_id")
+        for (document,) in self._db.stream(sql, {}, binary=True):
+            yield _profile(document)
+
     def holdings(self, connector_id: str) -> Iterator[tuple[str, bytes]]:
         for customer_id, data in self._db.stream(HOLDINGS, {"connector": connector_id}):
             yield customer_id, bytes(data)

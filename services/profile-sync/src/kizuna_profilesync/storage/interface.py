@@ -262,8 +262,11 @@ class SyncStore(Protocol):
         then the receiver holds what those deliveries left, not what the inbox says, and
         a replay from before that seq would re-derive from the wrong starting point."""
 
+    def profiles(self) -> Iterator[Profile]:
+        """Every stored profile, ordered by customer_id, streamed (exports)."""
+
     def holdings(self, connector_id: str) -> Iterator[tuple[str, bytes]]:
-        """(customer_id, data) the connector holds, ordered by customer_id (exports)."""
+        """(customer_id, data) the connector holds, ordered by customer_id."""
 
     def drop_connector(self, connector_id: str) -> None:
         """Deletes its deliveries and holdings (the connector was deleted)."""

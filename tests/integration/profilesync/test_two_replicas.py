@@ -21,7 +21,7 @@ from kizuna_profilesync.domain.connector import Settings
 from kizuna_profilesync.secret_box import SecretBox
 from kizuna_profilesync.storage.factory import open_store
 from kizuna_profilesync.storage.interface import OutgoingDelivery, Target
-from tests.unit.profilesync.builders import ALICE, BOB, registered
+from tests.unit.profilesync.builders import ALICE, BOB, CAROL, registered
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +63,10 @@ def test_connector_changes_through_one_replica_reach_the_other(tmp_path: Path) -
     assert sorted(live) == ["crm", "erp"]
     assert queued(worker, "erp") == [BOB]
     assert queued(worker, "old") == []
+
+    add_webhook(api, "old")  # a deleted connector's id, taken again
+    worker.project("IDENTITY", registered(CAROL, position=3, given_name="Jiro"))
+    assert queued(worker, "old") == [CAROL]
 
 
 def test_an_event_applied_during_a_replay_on_another_replica_is_kept(

@@ -11,6 +11,7 @@ import pytest
 from kizuna_profilesync.domain.connector import (
     Connector,
     ConnectorDeleted,
+    ConnectorExists,
     ConnectorKind,
     InvalidConnector,
     Settings,
@@ -188,3 +189,21 @@ def test_event_types_and_fields_are_deduplicated() -> None:
     )
     assert connector.event_types == ["customer.deleted"]
     assert connector.fields == ["given_name"]
+
+
+def test_a_deleted_connectors_id_can_be_taken_again() -> None:
+    connector = webhook()
+    with pytest.raises(ConnectorExists):
+        connector.recreate("FILE_EXPORT", EXPORT)  # not while it lives
+    connector.pause("maintenance")
+    connector.delete()
+
+    connector.recreate("FILE_EXPORT", EXPORT)
+
+    assert (connector.kind, connector.deleted, connector.paused) == (
+        ConnectorKind.FILE_EXPORT,
+        False,
+        False,
+    )
+    assert connector.settings == replace(EXPORT, directory="/var/lib/kizuna/exports")
+    assert [type(e).__name__ for e in connector.collect_events()][-1] == "Recreated"

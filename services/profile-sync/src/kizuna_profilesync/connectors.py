@@ -38,8 +38,9 @@ class ConnectorsApplication(Application[UUID]):
             settings = _with_secret(settings, self._box.seal(secret, connector_id))
         connector = Connector.create(connector_id, kind, settings)
         existing = self._load(connector.id)
-        if existing is not None and not existing.deleted:
-            raise ConnectorExists(connector_id)
+        if existing is not None:
+            existing.recreate(kind, settings)  # ConnectorExists unless it was deleted
+            connector = existing
         try:
             self.save(connector)
         except IntegrityError:

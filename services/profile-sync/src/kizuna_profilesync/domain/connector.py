@@ -96,6 +96,45 @@ class Connector(Aggregate):
             list(checked.fields),
         )
 
+    def recreate(self, kind: str, settings: Settings) -> None:
+        """A deleted connector's id taken again: a new connector under the old id (its
+        deliveries and holdings went with the deletion), its history kept."""
+        if not self.deleted:
+            raise ConnectorExists(self.connector_id)
+        connector_kind = check_kind(kind)
+        checked = check_settings(connector_kind, settings)
+        self._recreated(
+            connector_kind.value,
+            checked.webhook_url,
+            checked.secret_ref,
+            checked.directory,
+            checked.export_format,
+            list(checked.event_types),
+            list(checked.required_statements),
+            list(checked.fields),
+        )
+
+    @event("Recreated")
+    def _recreated(
+        self,
+        kind: str,
+        webhook_url: str,
+        secret_ref: str,
+        directory: str,
+        export_format: str,
+        event_types: list[str],
+        required_statements: list[str],
+        fields: list[str],
+    ) -> None:
+        self.kind = ConnectorKind(kind)
+        self._set(
+            webhook_url, secret_ref, directory, export_format, event_types, required_statements
+        )
+        self.fields = fields
+        self.paused = False
+        self.paused_reason = ""
+        self.deleted = False
+
     @property
     def settings(self) -> Settings:
         return Settings(

@@ -332,6 +332,34 @@ def one_byte_changed(value: Any) -> Any:
 
 
 @pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE timeline SET decision = 'GRANTED' WHERE sequence = 4",
+        "UPDATE timeline SET subject_id = 'mallory' WHERE sequence = 4",
+        "DELETE FROM timeline WHERE sequence = 4",
+        "INSERT INTO timeline SELECT 99, subject_id, statement_id, effective_at, recorded_at,"
+        " decision, version, record_id FROM timeline WHERE sequence = 5",
+    ],
+)
+def test_a_timeline_that_does_not_follow_the_ledger_fails_verification(
+    ledger: Ledger, change: str
+) -> None:
+    """State and export read the timeline: a change there would alter their answers
+    with the chain intact."""
+    varied_ledger(ledger)
+    app = ConsentApplication(ledger.store, Ed25519PrivateKey.generate())
+    assert app.verify().ok
+
+    ledger.sql(change)
+    verdict = app.verify()
+
+    assert (verdict.ok, verdict.reason) == (False, "timeline_mismatch")
+    assert verdict.first_bad_sequence == (99 if change.startswith("INSERT") else 4)
+    ledger.store.rebuild_timeline()
+    assert app.verify().ok
+
+
+@pytest.mark.parametrize(
     ("column", "reason"),
     [
         ("evidence", "record_hash_mismatch"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -293,7 +293,15 @@ class ConsentApplication:
     # Proofs ---------------------------------------------------------------------
 
     def verify(self) -> Verification:
-        return verify_chain(self.store.records(), checkpoint=self.store.tree())
+        """The chain and its tree; then the timeline, which state and export read: a
+        change there would alter their answers without touching the chain."""
+        verdict = verify_chain(self.store.records(), checkpoint=self.store.tree())
+        if not verdict.ok:
+            return verdict
+        mismatch = self.store.first_timeline_mismatch()
+        if mismatch is None:
+            return verdict
+        return replace(verdict, ok=False, first_bad_sequence=mismatch, reason="timeline_mismatch")
 
     def checkpoint(self, size: int | None = None) -> Checkpoint:
         tree = self.store.tree()

@@ -40,7 +40,8 @@ class Verification:
     """The verdict. On failure, records_checked and root_hash cover the good prefix only.
     reason is a short machine-friendly word: sequence_mismatch, prev_hash_mismatch,
     record_hash_mismatch, unreadable_record, truncated (fewer records than the checkpoint
-    covers) or checkpoint_root_mismatch (the chain holds but is not the one signed)."""
+    covers), checkpoint_root_mismatch (the chain holds but is not the one signed) or
+    timeline_mismatch (the chain holds, the table reads answer from does not follow it)."""
 
     ok: bool
     records_checked: int

@@ -194,6 +194,21 @@ DERIVE_TIMELINE = """
            l.effective_at, l.recorded_at, l.decision, l.version, l.record_id
     FROM ledger AS l LEFT JOIN subject_aliases AS a ON a.merged_id = l.subject_id
     WHERE l.sequence > :after"""
+# The first sequence at which the timeline is not what DERIVE_TIMELINE makes of the
+# ledger (a row changed, missing or extra); NULL when it is.
+_DERIVED = """
+    SELECT l.sequence, COALESCE(a.canonical_id, l.subject_id), l.statement_id,
+           l.effective_at, l.recorded_at, l.decision, l.version, l.record_id
+    FROM ledger AS l LEFT JOIN subject_aliases AS a ON a.merged_id = l.subject_id"""
+_STORED = """
+    SELECT sequence, subject_id, statement_id, effective_at, recorded_at, decision, version,
+           record_id FROM timeline"""
+FIRST_TIMELINE_MISMATCH = f"""
+    SELECT min(sequence) FROM (
+        SELECT sequence FROM ({_DERIVED} EXCEPT {_STORED}) AS missing
+        UNION ALL
+        SELECT sequence FROM ({_STORED} EXCEPT {_DERIVED}) AS extra
+    ) AS differences"""  # noqa: S608 - constants only
 # The distinct statement ids of one subject by an index skip scan (one probe per id),
 # shared by both state queries.
 STATEMENT_IDS_CTE = """
@@ -831,6 +846,12 @@ class SqlLedgerStore:
             self._lock_head(cur)
             cur.execute("DELETE FROM timeline", {})
             cur.execute(DERIVE_TIMELINE, {"after": 0})
+
+    def first_timeline_mismatch(self) -> int | None:
+        with self._read() as cur:
+            cur.execute(FIRST_TIMELINE_MISMATCH, {})
+            found = cur.fetchone()[0]
+        return None if found is None else int(found)
 
     def timeline_rows(self) -> list[tuple[object, ...]]:
         with self._read() as cur:

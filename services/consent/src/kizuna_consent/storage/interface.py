@@ -195,6 +195,10 @@ class LedgerStore(Protocol):
     def rebuild_timeline(self) -> None:
         """Recomputes the timeline from the ledger and the aliases."""
 
+    def first_timeline_mismatch(self) -> int | None:
+        """The first sequence at which the timeline (what reads answer from) differs from
+        what the ledger and the merges make of it; None when they agree."""
+
     def timeline_rows(self) -> list[tuple[object, ...]]:
         """The whole timeline, in a stable order (tests compare live vs rebuilt)."""
 

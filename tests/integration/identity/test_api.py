@@ -10,6 +10,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kizuna.identity.v1 import identity_pb2 as pb
+from kizuna_kit import positions
 from tests.integration.identity.conftest import ADDRESS, Identity, profile
 
 pytestmark = pytest.mark.integration
@@ -40,6 +41,23 @@ async def two_sites(identity: Identity) -> None:
         "CreateSite",
         pb.CreateSiteRequest(site_id="site-x", display_name="Other brand", site_group="brand-2"),
     )
+
+
+async def test_get_customer_waits_for_a_position(
+    identity: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await two_sites(identity)
+    customer_id = await register(identity, "sato@example.jp")
+    updated = await identity.call(
+        "UpdateProfile",
+        pb.UpdateProfileRequest(customer_id=customer_id, profile=pb.Profile(given_name="Jiro")),
+    )
+    request = pb.GetCustomerRequest(customer_id=customer_id, wait_for_position=updated.position)
+    assert (await identity.call("GetCustomer", request)).customer.profile.given_name == "Jiro"
+
+    monkeypatch.setattr(positions, "MAX_WAIT_SECONDS", 0.3)
+    request.wait_for_position = updated.position + 1_000  # nothing has recorded it
+    await identity.fails("GetCustomer", request, S.DEADLINE_EXCEEDED, "POSITION_NOT_REACHED")
 
 
 async def register(identity: Identity, login: str, site: str = "site-a", **fields: str) -> str:

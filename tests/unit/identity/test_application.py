@@ -9,6 +9,7 @@ import pytest
 from kizuna_identity.application import IdentityApplication
 from kizuna_identity.domain.errors import LoginFailed, SessionInvalid
 from kizuna_identity.passwords import PasswordHasher
+from kizuna_identity.wire import translator
 
 
 class CountingHasher(PasswordHasher):
@@ -83,3 +84,31 @@ def test_writes_return_increasing_positions(app: IdentityApplication) -> None:
     assert second.position > first.position
     assert second.version == first.version + 1
     assert app.recorder.max_notification_id() == second.position
+
+
+def published_positions(app: IdentityApplication) -> set[int]:
+    publish = translator(app.mapper)
+    return {n.id for n in app.recorder.select_notifications(1, 10_000) if publish(n) is not None}
+
+
+def test_a_write_returns_the_position_of_its_last_event_on_the_stream(
+    app: IdentityApplication,
+) -> None:
+    """What a projection waiting for the position can reach: unique keys and sessions
+    stay inside identity, and a write that ends with one of them must not name it."""
+    password = "correct horse battery"
+    a = app.register_customer("shop", "b@example.jp", password, {"given_name": "B"}, "ec")
+    c = app.register_customer("shop", "c@example.jp", password, {"given_name": "C"}, "ec")
+    written = {
+        "register": a.position,
+        "link": app.link_identity(a.aggregate_id, "callcenter", "CC-1").position,
+        "unlink": app.unlink_identity(a.aggregate_id, "callcenter", "CC-1").position,
+        "merge": app.merge_customers(a.aggregate_id, c.aggregate_id, "duplicate").position,
+        "erase": app.erase_customer(a.aggregate_id, "request").position,
+    }
+    on_stream = published_positions(app)
+    assert {name for name, p in written.items() if p not in on_stream} == set()
+    assert list(written.values()) == sorted(written.values())
+    # A login at a site the customer joined already puts nothing on the stream.
+    app.register_customer("shop", "d@example.jp", password, {"given_name": "D"}, "ec")
+    assert app.login("shop", "d@example.jp", password).position == 0

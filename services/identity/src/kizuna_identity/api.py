@@ -19,6 +19,7 @@ from kizuna_identity.domain import errors
 from kizuna_identity.domain.password import WeakPassword
 from kizuna_identity.domain.profile import InvalidProfile, UnknownField
 from kizuna_kit.errors import ErrorCode, ErrorMap, invalid_argument
+from kizuna_kit.positions import wait_until_reached
 from kizuna_kit.rpc import RpcPolicy
 from kizuna_kit.wire import optional_time, timestamp
 
@@ -176,6 +177,13 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     ) -> pb.GetCustomerResponse:
         customer_id = parse_customer_id(request.customer_id)
         at = optional_time(request, "at")
+        if request.wait_for_position:
+            recorder = self._app.recorder
+            await wait_until_reached(
+                lambda: (recorder.max_notification_id() or 0) >= request.wait_for_position,
+                context,
+                "identity",
+            )
         customer = await asyncio.to_thread(self._app.get_customer, customer_id, at)
         return pb.GetCustomerResponse(customer=customer_to_proto(customer))
 

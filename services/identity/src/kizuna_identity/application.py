@@ -1,7 +1,7 @@
 """The identity application: loads aggregates, applies commands, saves atomically.
 
-Every write returns the notification position of its last event (read-your-writes
-for consumers of stream IDENTITY).
+Every write returns the position of its last event on stream IDENTITY (read-your-writes
+for its consumers), or 0 when it put nothing there (a session, say).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from kizuna_identity.domain.session import Session, session_id
 from kizuna_identity.domain.site import Site
 from kizuna_identity.passwords import PasswordHasher
 from kizuna_identity.throttle import LoginThrottle, Throttle
+from kizuna_identity.wire import is_published
 from kizuna_kit.rewrites import rewriting_recorder
 from kizuna_kit.thread_group_commit import ThreadGroupCommit
 
@@ -147,10 +148,13 @@ class IdentityApplication(Application[UUID]):
         )
         if self._on_recorded is not None:
             self._on_recorded()
+        # A write's position is that of its last event on stream IDENTITY, what a
+        # projection waiting for it can reach: 0 when it put nothing there.
         positions, start = [], 0
         for write in writes:
             own = recordings[start : start + len(write.events)]
-            positions.append(max(r.notification.id for r in own))
+            published = [r.notification.id for r in own if is_published(r.domain_event)]
+            positions.append(max(published, default=0))
             start += len(write.events)
         return positions
 

@@ -79,25 +79,38 @@ BUILDERS: dict[type, tuple[str, dict[str, Builder]]] = {
 }
 
 
+def _builder(domain_event: object) -> tuple[type, str, Builder] | None:
+    """The aggregate class, subject kind and message builder of a published event; None
+    for what stays inside identity (unique keys, sessions, credentials)."""
+    aggregate_class = getattr(type(domain_event), "__qualname__", "").split(".")[0]
+    for cls, (kind, builders) in BUILDERS.items():
+        if cls.__name__ == aggregate_class:
+            build = builders.get(type(domain_event).__name__)
+            return None if build is None else (cls, kind, build)
+    return None
+
+
+def is_published(domain_event: object) -> bool:
+    """Whether the relay puts this event on stream IDENTITY."""
+    return _builder(domain_event) is not None
+
+
 def translator(mapper: Mapper[Any]) -> Callable[[Notification], OutgoingEvent | None]:
     def translate(notification: Notification) -> OutgoingEvent | None:
         domain_event = mapper.to_domain_event(notification)
-        aggregate_class = getattr(type(domain_event), "__qualname__", "").split(".")[0]
-        for cls, (kind, builders) in BUILDERS.items():
-            if cls.__name__ == aggregate_class:
-                build = builders.get(type(domain_event).__name__)
-                if build is None:
-                    return None
-                return OutgoingEvent(
-                    subject=f"identity.{kind}.{domain_event.originator_id}",
-                    aggregate_id=str(domain_event.originator_id),
-                    aggregate_version=domain_event.originator_version,
-                    occurred_at=domain_event.timestamp,  # type: ignore[attr-defined]
-                    recorded_at=domain_event.timestamp,  # type: ignore[attr-defined]
-                    payload=build(domain_event),
-                    # Its earlier messages carry what the erasure erased.
-                    purges_subject=cls is Customer and type(domain_event).__name__ == "Erased",
-                )
-        return None
+        found = _builder(domain_event)
+        if found is None:
+            return None
+        cls, kind, build = found
+        return OutgoingEvent(
+            subject=f"identity.{kind}.{domain_event.originator_id}",
+            aggregate_id=str(domain_event.originator_id),
+            aggregate_version=domain_event.originator_version,
+            occurred_at=domain_event.timestamp,  # type: ignore[attr-defined]
+            recorded_at=domain_event.timestamp,  # type: ignore[attr-defined]
+            payload=build(domain_event),
+            # Its earlier messages carry what the erasure erased.
+            purges_subject=cls is Customer and type(domain_event).__name__ == "Erased",
+        )
 
     return translate

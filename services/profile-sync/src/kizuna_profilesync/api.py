@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import grpc
@@ -11,6 +10,7 @@ import grpc
 from kizuna.profilesync.v1 import profilesync_pb2 as pb
 from kizuna.profilesync.v1 import profilesync_pb2_grpc as pb_grpc
 from kizuna_kit.errors import ErrorCode, ErrorMap, RequestError, invalid_argument
+from kizuna_kit.positions import wait_until_reached
 from kizuna_kit.rpc import RpcPolicy
 from kizuna_kit.wire import timestamp
 from kizuna_profilesync.application import NotAnExportConnector, ProfileSyncApplication
@@ -28,7 +28,6 @@ from kizuna_profilesync.domain.webhooks import InvalidSecret
 from kizuna_profilesync.storage.interface import RewindNotSettled
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ProfileSyncService"].full_name
-MAX_WAIT_SECONDS = 10.0
 
 SCOPES = {
     f"/{SERVICE_NAME}/{method}": scope
@@ -259,19 +258,14 @@ class ProfileSyncServicer(pb_grpc.ProfileSyncServiceServicer):
             IDENTITY_STREAM: request.wait_for_position,
             CONSENT_STREAM: request.wait_for_consent_position,
         }
-        deadline = time.monotonic() + min(
-            context.time_remaining() or MAX_WAIT_SECONDS, MAX_WAIT_SECONDS
-        )
-        positions = await asyncio.to_thread(self._app.store.positions)
-        while any(positions.get(s, 0) < p for s, p in wanted.items()):
-            if time.monotonic() >= deadline:
-                raise RequestError(
-                    S.DEADLINE_EXCEEDED,
-                    "POSITION_NOT_REACHED",
-                    "the projection has not reached that position yet",
-                )
-            await asyncio.sleep(0.02)
-            positions = await asyncio.to_thread(self._app.store.positions)
+        positions: dict[str, int] = {}
+
+        def reached() -> bool:
+            # Read before the profile: what the answer reports, the profile holds at least.
+            positions.update(self._app.store.positions())
+            return all(positions.get(s, 0) >= p for s, p in wanted.items())
+
+        await wait_until_reached(reached, context, "the projection")
         profile = await asyncio.to_thread(self._app.profile, request.customer_id)
         if profile is None or not profile.registered or profile.status == ProfileStatus.ERASED:
             raise not_found("customer")  # an erased person is not shown again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,16 +14,21 @@ from kizuna_identity.wire import translator
 
 
 class CountingHasher(PasswordHasher):
-    """Plain-text "hashes": fast, and counts every verification."""
+    """Plain-text "hashes": fast, and counts every verification. `meanwhile` runs once
+    during the next verification (another request landing while a hash is checked)."""
 
     def __init__(self) -> None:
         self.verified: list[str | None] = []
+        self.meanwhile: Callable[[], object] | None = None
 
     def hash(self, password: str) -> str:
         return "plain$" + password
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         self.verified.append(password_hash)
+        if self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile()
         return password_hash == "plain$" + password
 
 
@@ -112,3 +118,27 @@ def test_a_write_returns_the_position_of_its_last_event_on_the_stream(
     # A login at a site the customer joined already puts nothing on the stream.
     app.register_customer("shop", "d@example.jp", password, {"given_name": "D"}, "ec")
     assert app.login("shop", "d@example.jp", password).position == 0
+
+
+def test_a_change_to_the_customer_during_the_password_check_does_not_fail_the_login(
+    app: IdentityApplication, hasher: CountingHasher
+) -> None:
+    app.create_site("app", "App", "brand", [])
+    customer = app.resolve_login("a@example.jp").id
+    # The same person logging in at the same site on another device, meanwhile.
+    hasher.meanwhile = lambda: app.login("app", "a@example.jp", "correct horse battery")
+
+    result = app.login("app", "a@example.jp", "correct horse battery")
+
+    assert result.customer_id == customer
+    assert app.get_customer(customer).sites.count("app") == 1
+
+
+def test_an_erasure_during_the_password_check_fails_the_login(
+    app: IdentityApplication, hasher: CountingHasher
+) -> None:
+    customer = app.resolve_login("a@example.jp").id
+    hasher.meanwhile = lambda: app.erase_customer(customer, "request")
+
+    with pytest.raises(LoginFailed):
+        app.login("shop", "a@example.jp", "correct horse battery")

@@ -9,6 +9,7 @@ from kizuna_identity.domain.profile import (
     UnknownField,
     check_field_path,
     check_profile,
+    clean,
     fill_missing,
     merge_update,
     missing_fields,
@@ -103,3 +104,22 @@ def test_fill_missing_keeps_the_survivor_first() -> None:
 
 def test_login_ids_are_normalised() -> None:
     assert normalise_login_id("  Tanaka@Example.JP ") == "tanaka@example.jp"
+
+
+def test_blank_values_are_empty_and_values_are_trimmed() -> None:
+    given = {
+        "given_name": "   ",
+        "family_name": " Tanaka ",
+        "postal_address": {"country": " JP", "street": "\t"},
+        "attributes": {"rank": " ", "tier": "gold "},
+    }
+    cleaned = clean(given)
+    assert cleaned == {
+        "family_name": "Tanaka",
+        "postal_address": {"country": "JP"},
+        "attributes": {"tier": "gold"},
+    }
+    assert missing_fields(cleaned, ["given_name", "attributes.rank"]) == [
+        "given_name",
+        "attributes.rank",
+    ]

@@ -63,6 +63,7 @@ PROVIDER = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 CHANNEL = re.compile(r"^[a-z0-9_-]{0,32}$")
 TOKEN_PREFIX = "kzs_"  # noqa: S105 - a prefix, not a secret
 MAX_MERGE_HOPS = 64
+LOGIN_COMMIT_TRIES = 5
 
 
 def utcnow() -> datetime:
@@ -211,12 +212,27 @@ class IdentityApplication(Application[UUID]):
         if not self._hasher.verify(password_hash, password) or customer is None:
             self._throttle.failed(login_id)
             raise LoginFailed()
+        # The hash took a while: the customer is read again, and a change that landed
+        # meanwhile (another device joining the site, an update) means another try, not
+        # an error; an erasure or a merge meanwhile ends the login as an unknown one.
+        for attempt in range(1, LOGIN_COMMIT_TRIES + 1):
+            customer = self._load(customer.id, Customer)
+            if customer is None or customer.status != ACTIVE:
+                raise LoginFailed()
+            token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+            expires_at = self._clock() + self._session_ttl
+            session = Session(
+                _digest(token), customer.id, site.site_id, site.site_group, expires_at
+            )
+            customer.join_site(site.site_id)
+            try:
+                position = self._commit_versioned(session, customer)
+            except VersionConflict:
+                if attempt == LOGIN_COMMIT_TRIES:
+                    raise
+                continue
+            break
         self._throttle.succeeded(login_id)
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        expires_at = self._clock() + self._session_ttl
-        session = Session(_digest(token), customer.id, site.site_id, site.site_group, expires_at)
-        customer.join_site(site.site_id)
-        position = self._commit_versioned(session, customer)
         return LoginResult(
             customer.id,
             token,

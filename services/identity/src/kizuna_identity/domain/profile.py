@@ -48,16 +48,17 @@ def check_field_path(path: str) -> None:
 
 
 def clean(profile: Mapping[str, Any]) -> Profile:
-    """The profile without empty values, so that equal profiles compare equal."""
+    """The profile with its values trimmed and without empty ones (blank is empty: it
+    must not pass for a required field), so that equal profiles compare equal."""
     result: Profile = {}
     for name in SCALAR_FIELDS:
-        value = profile.get(name) or ""
+        value = (profile.get(name) or "").strip()
         if value:
             result[name] = value
-    address = {k: v for k, v in (profile.get("postal_address") or {}).items() if v}
+    address = _trimmed(profile.get("postal_address") or {})
     if address:
         result["postal_address"] = address
-    attributes = {k: v for k, v in (profile.get("attributes") or {}).items() if v}
+    attributes = _trimmed(profile.get("attributes") or {})
     if attributes:
         result["attributes"] = attributes
     return result
@@ -97,6 +98,10 @@ def _is_past_date(text: str) -> bool:
     except ValueError:
         return False
     return len(text) == 10 and date(1900, 1, 1) <= value <= date.today()
+
+
+def _trimmed(values: Mapping[str, str]) -> dict[str, str]:
+    return {k: v.strip() for k, v in values.items() if v and v.strip()}
 
 
 def has_field(profile: Mapping[str, Any], path: str) -> bool:

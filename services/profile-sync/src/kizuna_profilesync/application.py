@@ -13,7 +13,12 @@ from pathlib import Path
 from kizuna.events.v1.envelope_pb2 import Envelope
 from kizuna_profilesync.connectors import ConnectorsApplication, target_of
 from kizuna_profilesync.domain.connector import ConnectorError, ConnectorKind
-from kizuna_profilesync.domain.export_format import ExportFormat, file_name, lines
+from kizuna_profilesync.domain.export_format import (
+    ExportFormat,
+    file_name,
+    file_pattern,
+    lines,
+)
 from kizuna_profilesync.domain.gating import EventType, visible
 from kizuna_profilesync.domain.profile import Profile, ProfileStatus
 from kizuna_profilesync.domain.projection import Change, fold, project
@@ -221,6 +226,11 @@ class ProfileSyncApplication:
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
+        # Each file is a whole snapshot: the earlier ones only keep what has changed
+        # since, an erased customer's data among it.
+        for earlier in directory.glob(file_pattern(connector_id, fmt)):
+            if earlier != target:
+                earlier.unlink(missing_ok=True)
         return Export(target, rows)
 
     def dead_letters(

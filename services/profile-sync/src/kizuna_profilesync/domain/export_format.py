@@ -70,6 +70,13 @@ def file_name(connector_id: str, position: int, fmt: ExportFormat) -> str:
     return f"{connector_id}-{position:020d}.{EXTENSIONS[fmt]}"
 
 
+def file_pattern(connector_id: str, fmt: ExportFormat) -> str:
+    """A glob matching every `file_name` of this connector and format, and no other
+    connector's: exactly twenty digits follow the '-' (an id that starts with this one's
+    and a '-' puts more characters there)."""
+    return f"{connector_id}-{'[0-9]' * 20}.{EXTENSIONS[fmt]}"
+
+
 def _cell(value: JsonValue) -> str:
     # Sections and lists go in one cell as compact JSON: unambiguous and stable.
     if isinstance(value, str):

@@ -283,6 +283,33 @@ def test_the_database_refuses_updates_and_deletes(ledger: Ledger, statement: str
     assert snapshot(ledger) == before
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger_head SET sequence = 3, tree_size = 3",  # a truncated ledger's head
+        "UPDATE ledger_head SET record_hash = peaks",  # same length, another hash
+        "UPDATE ledger_head SET outbox_position = 0",
+        "DELETE FROM ledger_head",
+        "REPLACE",
+    ],
+)
+def test_the_ledger_head_only_moves_forward(ledger: Ledger, statement: str) -> None:
+    varied_ledger(ledger)
+    head = ledger.store.tree()
+    if statement == "REPLACE":
+        statement = (
+            "INSERT OR REPLACE INTO ledger_head SELECT 1, 3, record_hash, 3, peaks,"
+            " recorded_at, outbox_position FROM ledger_head"
+            if ledger.backend == "sqlite"
+            else "TRUNCATE ledger_head"
+        )
+
+    with pytest.raises(DB_ERRORS, match="refused"):
+        ledger.sql(statement)
+
+    assert ledger.store.tree() == head
+
+
 @pytest.mark.parametrize("table", ["ledger", "statements"])
 def test_the_database_refuses_an_insert_that_replaces_a_row(ledger: Ledger, table: str) -> None:
     publish_terms(ledger)

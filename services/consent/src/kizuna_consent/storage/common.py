@@ -142,14 +142,23 @@ _TABLES = [
 
 SEED: list[tuple[str, Params]] = [
     (
+        # Not ON CONFLICT: SQLite's guard against a replaced head refuses any insert that
+        # meets the row, before a conflict clause could skip it.
         "INSERT INTO ledger_head (id, sequence, record_hash, tree_size, peaks, outbox_position)"
-        " VALUES (1, 0, :genesis, 0, :no_peaks, 0) ON CONFLICT (id) DO NOTHING",
+        " SELECT 1, 0, :genesis, 0, :no_peaks, 0"
+        " WHERE NOT EXISTS (SELECT 1 FROM ledger_head WHERE id = 1)",
         {"genesis": GENESIS_HASH, "no_peaks": b""},
     ),
     ("INSERT INTO tracking (id, position) VALUES (1, 0) ON CONFLICT (id) DO NOTHING", {}),
 ]
 
 APPEND_ONLY_TABLES = ("ledger", "statements")
+# The head only moves forward: moved back (or its hashes changed in place), it would
+# describe a shorter ledger, and VerifyLedger would check the records against that.
+HEAD_MOVED_BACK = """NEW.sequence < OLD.sequence OR NEW.tree_size < OLD.tree_size
+    OR NEW.outbox_position < OLD.outbox_position
+    OR (NEW.sequence = OLD.sequence
+        AND (NEW.record_hash <> OLD.record_hash OR NEW.peaks <> OLD.peaks))"""
 
 
 def schema(dialect: Dialect) -> list[str]:

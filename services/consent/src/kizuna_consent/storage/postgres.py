@@ -14,6 +14,7 @@ from kizuna_consent.domain.state import WINNER_ORDER_SQL
 from kizuna_consent.storage.common import (
     APPEND_ONLY_TABLES,
     ENTRY_COLUMNS,
+    HEAD_MOVED_BACK,
     STATEMENT_IDS_CTE,
     SqlLedgerStore,
 )
@@ -35,8 +36,20 @@ TRIGGERS = [
     *(
         f"""CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
         FOR EACH STATEMENT EXECUTE FUNCTION kizuna_append_only()"""
-        for table in APPEND_ONLY_TABLES
+        for table in (*APPEND_ONLY_TABLES, "ledger_head")
     ),
+    f"""CREATE OR REPLACE FUNCTION kizuna_head_forward() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'DELETE' OR {HEAD_MOVED_BACK} THEN
+            RAISE EXCEPTION 'ledger_head only moves forward: % refused', TG_OP
+                USING ERRCODE = 'restrict_violation';
+        END IF;
+        RETURN NEW;
+    END
+    $$""",
+    """CREATE OR REPLACE TRIGGER ledger_head_forward BEFORE UPDATE OR DELETE ON ledger_head
+    FOR EACH ROW EXECUTE FUNCTION kizuna_head_forward()""",
 ]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from kizuna_consent.domain.state import WINNER_ORDER_SQL
 from kizuna_consent.storage.common import (
     APPEND_ONLY_TABLES,
+    HEAD_MOVED_BACK,
     STATEMENT_IDS_CTE,
     SqlLedgerStore,
 )
@@ -24,20 +25,33 @@ _UNIQUE = {
     "statements": "statement_id = NEW.statement_id AND major = NEW.major AND minor = NEW.minor",
 }
 assert set(_UNIQUE) == set(APPEND_ONLY_TABLES)
-TRIGGERS = [
-    f"""CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table}
+TRIGGERS = (
+    [
+        f"""CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table}
     BEGIN SELECT RAISE(ABORT, '{table} is append-only: {op} refused'); END"""
-    for table in APPEND_ONLY_TABLES
-    for op in ("UPDATE", "DELETE")
-] + [
-    # INSERT OR REPLACE deletes the row it replaces without firing DELETE triggers
-    # (unless the connection turned recursive_triggers on): an insert that meets an
-    # existing row is refused before it can replace it.
-    f"""CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table}
+        for table in APPEND_ONLY_TABLES
+        for op in ("UPDATE", "DELETE")
+    ]
+    + [
+        # INSERT OR REPLACE deletes the row it replaces without firing DELETE triggers
+        # (unless the connection turned recursive_triggers on): an insert that meets an
+        # existing row is refused before it can replace it.
+        f"""CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table}
     WHEN EXISTS (SELECT 1 FROM {table} WHERE {unique})
     BEGIN SELECT RAISE(ABORT, '{table} is append-only: REPLACE refused'); END"""  # noqa: S608
-    for table, unique in _UNIQUE.items()
-]
+        for table, unique in _UNIQUE.items()
+    ]
+    + [
+        f"""CREATE TRIGGER IF NOT EXISTS ledger_head_forward BEFORE UPDATE ON ledger_head
+    WHEN {HEAD_MOVED_BACK}
+    BEGIN SELECT RAISE(ABORT, 'ledger_head only moves forward: UPDATE refused'); END""",
+        """CREATE TRIGGER IF NOT EXISTS ledger_head_no_delete BEFORE DELETE ON ledger_head
+    BEGIN SELECT RAISE(ABORT, 'ledger_head only moves forward: DELETE refused'); END""",
+        """CREATE TRIGGER IF NOT EXISTS ledger_head_no_replace BEFORE INSERT ON ledger_head
+    WHEN EXISTS (SELECT 1 FROM ledger_head)
+    BEGIN SELECT RAISE(ABORT, 'ledger_head only moves forward: REPLACE refused'); END""",
+    ]
+)
 
 
 class SqliteLedgerStore(SqlLedgerStore):

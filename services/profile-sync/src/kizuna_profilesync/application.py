@@ -223,6 +223,7 @@ class ProfileSyncApplication:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temp, target)  # readers never see a half-written file
+            _fsync_directory(directory)  # the rename survives a crash too
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
@@ -248,6 +249,14 @@ class ProfileSyncApplication:
     def delete_connector(self, connector_id: str) -> None:
         self.connectors.delete(connector_id)
         self.store.drop_connector(connector_id)
+
+
+def _fsync_directory(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 class NotAnExportConnector(ConnectorError):

@@ -206,4 +206,4 @@ def test_a_deleted_connectors_id_can_be_taken_again() -> None:
         False,
     )
     assert connector.settings == replace(EXPORT, directory="/var/lib/kizuna/exports")
-    assert [type(e).__name__ for e in connector.collect_events()][-1] == "Recreated"
+    assert [type(e).__name__ for e in connector.collect_events()][-2:] == ["Recreated", "Updated"]

@@ -103,34 +103,12 @@ class Connector(Aggregate):
             raise ConnectorExists(self.connector_id)
         connector_kind = check_kind(kind)
         checked = check_settings(connector_kind, settings)
-        self._recreated(
-            connector_kind.value,
-            checked.webhook_url,
-            checked.secret_ref,
-            checked.directory,
-            checked.export_format,
-            list(checked.event_types),
-            list(checked.required_statements),
-            list(checked.fields),
-        )
+        self._recreated(connector_kind.value)
+        self._update_to(checked)
 
     @event("Recreated")
-    def _recreated(
-        self,
-        kind: str,
-        webhook_url: str,
-        secret_ref: str,
-        directory: str,
-        export_format: str,
-        event_types: list[str],
-        required_statements: list[str],
-        fields: list[str],
-    ) -> None:
+    def _recreated(self, kind: str) -> None:
         self.kind = ConnectorKind(kind)
-        self._set(
-            webhook_url, secret_ref, directory, export_format, event_types, required_statements
-        )
-        self.fields = fields
         self.paused = False
         self.paused_reason = ""
         self.deleted = False
@@ -154,8 +132,10 @@ class Connector(Aggregate):
         if self.kind == ConnectorKind.WEBHOOK and not settings.secret_ref:
             settings = replace(settings, secret_ref=self.secret_ref)
         checked = check_settings(self.kind, settings)
-        if checked == self.settings:
-            return
+        if checked != self.settings:
+            self._update_to(checked)
+
+    def _update_to(self, checked: Settings) -> None:
         self._updated(
             checked.webhook_url,
             checked.secret_ref,

@@ -901,10 +901,9 @@ class SqlSyncStore:
         params = {"connector": connector_id, "from": from_seq}
         with self._db.write() as cur:
             self._serialize(cur)
-            cur.execute(UNSETTLED_REWIND, params)
-            unsettled = cur.fetchone()[0]
-            if unsettled is not None and from_seq <= int(unsettled):
-                raise RewindNotSettled(connector_id, int(unsettled))
+            unsettled = _unsettled_rewind(cur, connector_id)
+            if unsettled is not None and from_seq <= unsettled:
+                raise RewindNotSettled(connector_id, unsettled)
             inbox = (
                 (int(seq), Envelope.FromString(bytes(data)))
                 for seq, data in _paged(cur, INBOX_PAGE, 0)
@@ -926,9 +925,7 @@ class SqlSyncStore:
 
     def unsettled_rewind(self, connector_id: str) -> int | None:
         with self._db.read() as cur:
-            cur.execute(UNSETTLED_REWIND, {"connector": connector_id})
-            found = cur.fetchone()[0]
-        return None if found is None else int(found)
+            return _unsettled_rewind(cur, connector_id)
 
     def profiles(self) -> Iterator[Profile]:
         sql = select("document", "profiles", "ORDER BY customer_id")
@@ -968,6 +965,12 @@ class SqlSyncStore:
             cur.executemany(UPSERT_HOLDING, upserts)
         if deletes:
             cur.executemany(DELETE_HOLDING, deletes)
+
+
+def _unsettled_rewind(cur: Cursor, connector_id: str) -> int | None:
+    cur.execute(UNSETTLED_REWIND, {"connector": connector_id})
+    found = cur.fetchone()[0]
+    return None if found is None else int(found)
 
 
 def _paged(cur: Cursor, sql: str, start: object) -> Iterator[Row]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from eventsourcing.persistence import IntegrityError, InternalError
+from eventsourcing.persistence import IntegrityError, InternalError, ProgrammingError
 
 from kizuna_kit.eventstore import open_application
 from kizuna_kit.sql import IdleCheck
@@ -70,6 +70,7 @@ def test_a_failed_ping_leaves_the_connection_unseen() -> None:
     [
         IntegrityError("duplicate key value ... Key (typname)=(stored_event_uuid) already exists"),
         InternalError("tuple concurrently updated"),
+        ProgrammingError('type "identity_events" already exists'),
     ],
 )
 def test_a_replica_that_lost_the_table_creation_race_tries_again(lost: Exception) -> None:

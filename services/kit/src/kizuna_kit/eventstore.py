@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
-from eventsourcing.persistence import IntegrityError, InternalError
+from eventsourcing.persistence import IntegrityError, InternalError, ProgrammingError
 from psycopg_pool import ConnectionPool
 
 from kizuna_kit.sql import IdleCheck
@@ -46,12 +46,13 @@ def eventsourcing_env(
 def open_application(factory: Callable[[], A], attempts: int = 5) -> A:
     """Constructs an eventsourcing Application, which creates its tables. Two replicas
     starting together on an empty PostgreSQL database race in CREATE TABLE IF NOT
-    EXISTS (PostgreSQL reports a duplicate type) and CREATE OR REPLACE FUNCTION ("tuple
+    EXISTS (PostgreSQL reports a duplicate type, as a unique violation or as a duplicate
+    object depending on where the two meet) and CREATE OR REPLACE FUNCTION ("tuple
     concurrently updated"); the loser tries again and finds them made."""
     for attempt in range(1, attempts + 1):
         try:
             app = factory()
-        except (IntegrityError, InternalError) as exc:
+        except (IntegrityError, InternalError, ProgrammingError) as exc:
             if not _lost_creation_race(exc) or attempt == attempts:
                 raise
             time.sleep(0.1 * attempt)
@@ -62,7 +63,7 @@ def open_application(factory: Callable[[], A], attempts: int = 5) -> A:
 
 
 def _lost_creation_race(exc: Exception) -> bool:
-    if isinstance(exc, IntegrityError):
+    if isinstance(exc, IntegrityError | ProgrammingError):
         return "already exists" in str(exc)
     return "concurrently updated" in str(exc)
 

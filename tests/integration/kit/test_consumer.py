@@ -400,3 +400,37 @@ async def test_batches_apply_together_and_a_poison_message_costs_only_itself(
     assert any(len(b) > 1 for b in ledger.batches)
     assert metric("kizuna_consumer_applied_total", "batches") == 19
     assert metric("kizuna_consumer_dead_lettered_total", "batches") == 2
+
+
+async def test_a_changed_filter_updates_the_durable(
+    tmp_path: Path, publisher: Publisher, link: NatsLink
+) -> None:
+    """A newer version consuming more of the stream under the same durable gets it."""
+    ledger = Ledger(tmp_path / "effects.db")
+    narrow = Consumer(
+        link=link,
+        stream=STREAM,
+        durable="refiltered",
+        apply=ledger.apply,
+        filter_subject="kittest.other.>",
+    )
+    js = await link.jetstream()
+
+    async def created() -> bool:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.consumer_info(STREAM, "refiltered")
+            return True
+        return False
+
+    async with running(narrow):
+        await eventually(created, within=15.0, every=0.02)
+    await publisher.events(range(1, 6))
+    wide = Consumer(
+        link=link, stream=STREAM, durable="refiltered", apply=ledger.apply, filter_subject="kittest.>"
+    )
+    async with running(wide):
+        await eventually(within=15.0, predicate=lambda: wide.processed >= 5)
+
+    assert ledger.rows() == [1, 2, 3, 4, 5]
+    info = await js.consumer_info(STREAM, "refiltered")
+    assert info.config.filter_subject == "kittest.>"

@@ -123,9 +123,22 @@ class Consumer:
     async def _consume(self, js: JetStreamContext) -> None:
         await ensure_stream(js, DEADLETTER_STREAM, DEADLETTER_SUBJECTS, self._link.replicas)
         try:
-            await js.consumer_info(self.stream, self.durable)
+            info = await js.consumer_info(self.stream, self.durable)
         except NotFoundError:
             await js.add_consumer(self.stream, self._config())
+        else:
+            if (info.config.filter_subject or None) != self._filter:
+                # A newer version consumes more (or less) of the stream: the server updates
+                # the durable in place; what it holds past the ack floor then follows the
+                # new filter, what lies before it stays consumed.
+                log.warning(
+                    "consumer.filter_changed",
+                    stream=self.stream,
+                    durable=self.durable,
+                    was=info.config.filter_subject,
+                    now=self._filter,
+                )
+                await js.add_consumer(self.stream, self._config())
         # Messages delivered to an earlier run (a crash, or our own loop restarting
         # mid-batch) stay pending until ack_wait, while the server would hand us
         # later ones first. Rewinding to the ack floor keeps stream order.

@@ -426,7 +426,11 @@ async def test_a_changed_filter_updates_the_durable(
         await eventually(created, within=15.0, every=0.02)
     await publisher.events(range(1, 6))
     wide = Consumer(
-        link=link, stream=STREAM, durable="refiltered", apply=ledger.apply, filter_subject="kittest.>"
+        link=link,
+        stream=STREAM,
+        durable="refiltered",
+        apply=ledger.apply,
+        filter_subject="kittest.>",
     )
     async with running(wide):
         await eventually(within=15.0, predicate=lambda: wide.processed >= 5)

@@ -110,13 +110,13 @@ class Publisher:
             )
             await self.raw(envelope("test", STREAM, i, event).SerializeToString(), f"test:{i}")
 
-    async def raw(self, data: bytes, msg_id: str) -> None:
+    async def raw(self, data: bytes, msg_id: str, subject: str = SUBJECT) -> None:
         headers = {MSG_ID: msg_id}
         if self.last_id is None:
             headers[EXPECTED_LAST_SEQUENCE] = "0"
         else:
             headers[EXPECTED_LAST_MSG_ID] = self.last_id
-        await self.js.publish(SUBJECT, data, headers=headers)
+        await self.js.publish(subject, data, headers=headers)
         self.last_id = msg_id
 
 
@@ -402,10 +402,11 @@ async def test_batches_apply_together_and_a_poison_message_costs_only_itself(
     assert metric("kizuna_consumer_dead_lettered_total", "batches") == 2
 
 
-async def test_a_changed_filter_updates_the_durable(
+async def test_a_changed_filter_updates_the_durable_and_reads_from_the_start(
     tmp_path: Path, publisher: Publisher, link: NatsLink
 ) -> None:
-    """A newer version consuming more of the stream under the same durable gets it."""
+    """A newer version consuming more of the stream under the same durable gets all of it,
+    also what the old one passed over before its ack floor."""
     ledger = Ledger(tmp_path / "effects.db")
     narrow = Consumer(
         link=link,
@@ -415,16 +416,17 @@ async def test_a_changed_filter_updates_the_durable(
         filter_subject="kittest.other.>",
     )
     js = await link.jetstream()
-
-    async def created() -> bool:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.consumer_info(STREAM, "refiltered")
-            return True
-        return False
-
+    await publisher.events(range(1, 4))
+    now = datetime.now(UTC)
+    other = OutgoingEvent("kittest.other.x", "other", 4, now, now, StringValue(value="4"))
+    data = envelope("test", STREAM, 4, other).SerializeToString()
+    await publisher.raw(data, "test:4", "kittest.other.x")
     async with running(narrow):
-        await eventually(created, within=15.0, every=0.02)
-    await publisher.events(range(1, 6))
+        await eventually(within=15.0, predicate=lambda: narrow.processed >= 4)
+    assert ledger.calls == [4]
+    assert (await js.consumer_info(STREAM, "refiltered")).ack_floor.stream_seq == 4
+
+    await publisher.events(range(5, 7))
     wide = Consumer(
         link=link,
         stream=STREAM,
@@ -433,8 +435,9 @@ async def test_a_changed_filter_updates_the_durable(
         filter_subject="kittest.>",
     )
     async with running(wide):
-        await eventually(within=15.0, predicate=lambda: wide.processed >= 5)
+        await eventually(within=15.0, predicate=lambda: wide.processed >= 6)
 
-    assert ledger.rows() == [1, 2, 3, 4, 5]
+    assert ledger.calls == [4, 1, 2, 3, 4, 5, 6]  # from the start, in stream order
     info = await js.consumer_info(STREAM, "refiltered")
     assert info.config.filter_subject == "kittest.>"
+    assert info.ack_floor.stream_seq == 6

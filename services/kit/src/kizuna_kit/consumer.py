@@ -122,15 +122,17 @@ class Consumer:
 
     async def _consume(self, js: JetStreamContext) -> None:
         await ensure_stream(js, DEADLETTER_STREAM, DEADLETTER_SUBJECTS, self._link.replicas)
+        start: int | None = None
         try:
             info = await js.consumer_info(self.stream, self.durable)
         except NotFoundError:
             await js.add_consumer(self.stream, self._config())
         else:
             if (info.config.filter_subject or None) != self._filter:
-                # A newer version consumes more (or less) of the stream: the server updates
-                # the durable in place; what it holds past the ack floor then follows the
-                # new filter, what lies before it stays consumed.
+                # A newer version consumes more (or less) of the stream: the durable is
+                # updated in place and read again from the start, so the events the old
+                # filter passed over come too (apply is idempotent: the rest have no
+                # second effect).
                 log.warning(
                     "consumer.filter_changed",
                     stream=self.stream,
@@ -139,10 +141,11 @@ class Consumer:
                     now=self._filter,
                 )
                 await js.add_consumer(self.stream, self._config())
+                start = 1
         # Messages delivered to an earlier run (a crash, or our own loop restarting
         # mid-batch) stay pending until ack_wait, while the server would hand us
         # later ones first. Rewinding to the ack floor keeps stream order.
-        reset = await js.reset_consumer(self.stream, self.durable)
+        reset = await js.reset_consumer(self.stream, self.durable, seq=start)
         sub = await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         self._retry_delay = RETRY_DELAY_SECONDS
         log.info("consumer.resuming", stream=self.stream, durable=self.durable, seq=reset.reset_seq)

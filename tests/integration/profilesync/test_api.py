@@ -47,13 +47,15 @@ class Stack:
     async def register(self, login: str, **fields: Any) -> str:
         return await register_at_shop(self.identity, self.keys, login, **fields)
 
-    async def consent_to(self, customer: str, decision: cpb.Decision.ValueType) -> None:
+    async def consent_to(
+        self, customer: str, decision: cpb.Decision.ValueType, version: str = "1.0"
+    ) -> None:
         await self.consent.call(
             "RecordConsent",
             cpb.RecordConsentRequest(
                 subject_id=customer,
                 statement_id="marketing-email",
-                version="1.0",
+                version=version,
                 decision=decision,
             ),
         )
@@ -69,6 +71,8 @@ async def stack(
         running_profilesync(tmp_path / "sync", keys, postgres_url, nats_server.url) as sync,
     ):
         await publish(consent, "marketing-email", "1.0")
+        # Projected before the test starts: it moves the position failed calls must not.
+        await eventually(lambda: "marketing-email" in sync.service.store.catalogue(), within=30)
         yield Stack(ids, consent, sync, keys)
 
 
@@ -155,6 +159,42 @@ async def test_consent_gates_deliveries(stack: Stack, postgres_url: str) -> None
     assert not [body for (body,) in bodies if b"Taro" in bytes(body)]
 
 
+async def test_a_new_major_takes_the_customer_away_until_they_consent_again(
+    stack: Stack,
+) -> None:
+    receiver, crm = Receiver(), Receiver()
+    async with running_receiver(receiver), running_receiver(crm):
+        await webhook(stack.sync, "marketing", receiver.port, "marketing-email")
+        await webhook(stack.sync, "crm", crm.port)
+        tanaka = await stack.register("tanaka@example.jp", given_name="Taro", family_name="Tanaka")
+        await stack.consent_to(tanaka, cpb.DECISION_GRANTED)
+        # (crm's fields do not include consents: the grant changes nothing it gets)
+        await eventually(lambda: tanaka in receiver.state and len(crm.applied) == 1, within=30)
+
+        async def mail_consent() -> pb.ConsentState:
+            reply = await stack.sync.call("GetProfile", pb.GetProfileRequest(customer_id=tanaka))
+            [state] = reply.profile.consents
+            assert isinstance(state, pb.ConsentState)
+            return state
+
+        assert (await mail_consent()).status == pb.CONSENT_STATUS_GRANTED
+        await publish(stack.consent, "marketing-email", "1.1")  # a MINOR: still current
+        await publish(stack.consent, "marketing-email", "2.0")
+        await eventually(lambda: tanaka not in receiver.state, within=30)
+        assert receiver.applied[-1]["type"] == "customer.deleted"
+        assert receiver.applied[-1]["data"] == {"reason": "consent"}
+        state = await mail_consent()
+        assert (state.status, state.version) == (pb.CONSENT_STATUS_OUTDATED, "1.0")
+        assert len(receiver.applied) == 2
+        assert len(crm.applied) == 1, "crm, requiring nothing, was told nothing"
+
+        await stack.consent_to(tanaka, cpb.DECISION_GRANTED, version="2.0")
+        await eventually(lambda: tanaka in receiver.state, within=30)
+        state = await mail_consent()
+        assert (state.status, state.version) == (pb.CONSENT_STATUS_GRANTED, "2.0")
+        assert receiver.out_of_order == 0
+
+
 async def test_flaky_receiver_gets_every_customer_once_in_order(stack: Stack) -> None:
     receiver = Receiver(failure_rate=0.3, stall_rate=0.03, stall_seconds=0.7)
     async with running_receiver(receiver):
@@ -239,10 +279,11 @@ async def test_file_export_and_replay_give_the_same_bytes(stack: Stack, tmp_path
     store = stack.sync.service.store
 
     def all_in() -> bool:
-        # 30 registrations and 10 consents, one event each: the file is named after the
-        # inbox position, so every event must be in before the first export.
+        # The statement's publication, 30 registrations and 10 consents, one event each:
+        # the file is named after the inbox position, so every event must be in before
+        # the first export.
         return (
-            store.last_seq() == 40
+            store.last_seq() == 41
             and len(list(store.holdings("warehouse"))) == 30
             and store.counts("warehouse").pending == 0
         )

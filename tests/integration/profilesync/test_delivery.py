@@ -26,6 +26,7 @@ from tests.integration.profilesync.service import (
     running_profilesync,
     running_receiver,
 )
+from tests.unit.profilesync.builders import published
 
 pytestmark = pytest.mark.integration
 
@@ -193,11 +194,16 @@ async def test_rebuild_from_position_zero_equals_the_live_projection(sync: Profi
         OutgoingEvent(f"identity.customer.{second}", second, 2, now, now, merged),
     )
     await asyncio.to_thread(sync.service.app.project, "IDENTITY", event)
+    for position, version in enumerate(("1.0", "2.0", "1.1"), start=1):  # 1.1 published late
+        publication = published("marketing-email", version, position=position)
+        await asyncio.to_thread(sync.service.app.project, "CONSENT", publication)
     ids = [f"00000000-0000-4000-8000-{n:012d}" for n in range(1, 41)]
     live = {i: store.get_profile(i) for i in ids}
+    assert store.catalogue() == {"marketing-email": 2}
     merged_profile = live[second]
     assert merged_profile is not None
     assert merged_profile.merged_into == first
     folded = await asyncio.to_thread(sync.service.app.rebuild)
-    assert folded == 41
+    assert folded == 44
     assert {i: store.get_profile(i) for i in ids} == live
+    assert store.catalogue() == {"marketing-email": 2}

@@ -27,7 +27,7 @@ from kizuna_profilesync.storage.interface import (
     StreamDiverged,
     SyncStore,
 )
-from tests.unit.profilesync.builders import ALICE, BOB, consent, registered
+from tests.unit.profilesync.builders import ALICE, BOB, consent, published, registered
 
 pytestmark = pytest.mark.integration
 
@@ -124,6 +124,22 @@ def test_a_rewind_follows_the_restored_ledger(app: ProfileSyncApplication) -> No
     assert seq == last_before + 3, "seqs go on after the rewind's own"
     assert store.last_seq() == seq
     assert deliver_all(store) == [("consent:2~1", ALICE, "customer.deleted")]
+
+
+def test_a_lost_new_major_gives_the_grants_back(app: ProfileSyncApplication) -> None:
+    store = app.store
+    alice_granted_and_sent(app)
+    app.project("CONSENT", published(STATEMENT, "2.0", position=2))
+    assert deliver_all(store) == [(f"consent:2/{ALICE}", ALICE, "customer.deleted")]
+    assert store.catalogue() == {STATEMENT: 2}
+
+    # The ledger restored to before the publication: Alice's grant is current again.
+    assert app.rewind("CONSENT", 1) == Rewound(forgotten=1, changed=1, queued=1)
+    assert store.catalogue() == {}
+    profile = app.profile(ALICE)
+    assert profile is not None
+    assert profile.consents[STATEMENT].status == ConsentStatus.GRANTED
+    assert deliver_all(store) == [("consent-rewind:1/" + ALICE, ALICE, "customer.upserted")]
 
 
 def test_a_lost_withdrawal_still_pending_goes_out_and_needs_no_correction(

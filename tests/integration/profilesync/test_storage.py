@@ -28,11 +28,13 @@ from kizuna_profilesync.domain.profile import (
     ProfileFields,
     ProfileStatus,
 )
+from kizuna_profilesync.domain.statements import Catalogue
 from kizuna_profilesync.storage import common
 from kizuna_profilesync.storage.factory import open_store
 from kizuna_profilesync.storage.interface import (
     ConnectorCounts,
     DeliveryStatus,
+    HeldProfiles,
     HoldingLookup,
     OutgoingDelivery,
     ProfileLoader,
@@ -48,6 +50,7 @@ T0 = datetime(2025, 4, 1, 9, 0, 0, 123456, tzinfo=UTC)
 LATER = T0 + timedelta(days=1)
 IDENTITY, CONSENT = "IDENTITY", "CONSENT"
 ERASE = "test.Erase"
+PUBLISH = "test.Publish"
 HOOK, OTHER = "hook", "other"
 DB_ERRORS = (sqlite3.DatabaseError, psycopg.DatabaseError)
 
@@ -89,7 +92,9 @@ class FakeProjector:
     """Stands in for the application's projector. Each envelope counts one more change on
     its aggregate's profile (in identity_version, read through `load`) and sends every
     target the new count; an ERASE deletes the profile and sends a deletion to the
-    targets that hold the customer (asked through `holds`)."""
+    targets that hold the customer (asked through `holds`); a PUBLISH raises its
+    aggregate's MAJOR in the catalogue and sends a deletion for every customer each target
+    holds (asked through `held`)."""
 
     calls: int = 0
 
@@ -100,9 +105,20 @@ class FakeProjector:
         load: ProfileLoader,
         targets: Sequence[Target],
         holds: HoldingLookup,
-    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery]]:
+        catalogue: Catalogue,
+        held: HeldProfiles,
+    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery], Catalogue]:
         self.calls += 1
         customer_id = envelope.aggregate_id
+        if envelope.type == PUBLISH:
+            statement = envelope.aggregate_id
+            published = {**catalogue, statement: catalogue.get(statement, 0) + 1}
+            gone = [
+                delivery(t.connector_id, seq, c, None)
+                for t in targets
+                for c, _profile in held(t.connector_id)
+            ]
+            return {}, gone, published
         before = load(customer_id)
         if envelope.type == ERASE:
             gone = [
@@ -110,23 +126,27 @@ class FakeProjector:
                 for t in targets
                 if holds(t.connector_id, customer_id)
             ]
-            return {customer_id: None}, gone
+            return {customer_id: None}, gone, catalogue
         after = replace(
             before or Profile(customer_id=customer_id),
             identity_version=(before.identity_version if before else 0) + 1,
             identity_position=envelope.position,
         )
         data = json.dumps({"changes": after.identity_version}).encode()
-        return {customer_id: after}, [
-            delivery(t.connector_id, seq, customer_id, data) for t in targets
-        ]
+        return (
+            {customer_id: after},
+            [delivery(t.connector_id, seq, customer_id, data) for t in targets],
+            catalogue,
+        )
 
 
 def fixed(changed: dict[str, Profile | None], deliveries: Sequence[OutgoingDelivery] = ()) -> Any:
     """A projector that answers the same whatever the envelope."""
 
-    def project(*_: object) -> tuple[dict[str, Profile | None], list[OutgoingDelivery]]:
-        return changed, list(deliveries)
+    def project(
+        *args: Any,
+    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery], Catalogue]:
+        return changed, list(deliveries), args[5]
 
     return project
 
@@ -176,6 +196,7 @@ class Sync:
             {c: store.due(c, LATER, 100) for c in (HOOK, OTHER)},
             {c: store.counts(c) for c in (HOOK, OTHER)},
             {c: list(store.holdings(c)) for c in (HOOK, OTHER)},
+            store.catalogue(),
         )
 
 
@@ -261,7 +282,9 @@ def test_a_failing_projector_changes_nothing(sync: Sync) -> None:
         load: ProfileLoader,
         targets: Sequence[Target],
         holds: HoldingLookup,
-    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery]]:
+        catalogue: Catalogue,
+        held: HeldProfiles,
+    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery], Catalogue]:
         assert seq == 3
         assert load("x") is not None
         assert holds(HOOK, "x")
@@ -327,9 +350,11 @@ def test_profiles_round_trip_through_apply_and_none_deletes(sync: Sync) -> None:
         load: ProfileLoader,
         targets: Sequence[Target],
         holds: HoldingLookup,
-    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery]]:
+        catalogue: Catalogue,
+        held: HeldProfiles,
+    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery], Catalogue]:
         seen.extend([load("x"), load("x"), load("nobody")])
-        return {"x": None}, []
+        return {"x": None}, [], catalogue
 
     sync.store.apply(IDENTITY, envelope(IDENTITY, 2, "x"), TARGETS, delete_x)
     assert seen == [rich, rich, None]
@@ -341,6 +366,35 @@ def test_profiles_round_trip_through_apply_and_none_deletes(sync: Sync) -> None:
     sync.store = sync.open()
     assert sync.store.get_profile("y") == other
     assert sync.store.last_seq() == 2
+
+
+def test_the_catalogue_and_held_profiles_come_from_the_store(sync: Sync) -> None:
+    sync.apply(IDENTITY, 1, "x")
+    sync.apply(IDENTITY, 2, "y")
+    sync.apply(IDENTITY, 3, "y", ERASE)
+    stored_x = sync.store.get_profile("x")
+    seen: list[tuple[str, Profile | None]] = []
+
+    def publish(
+        envelope: Envelope,
+        seq: int,
+        load: ProfileLoader,
+        targets: Sequence[Target],
+        holds: HoldingLookup,
+        catalogue: Catalogue,
+        held: HeldProfiles,
+    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery], Catalogue]:
+        seen.extend(held(HOOK))
+        return {}, [], {**catalogue, "terms": catalogue.get("terms", 0) + 2}
+
+    for position in (1, 2):
+        sync.store.apply(CONSENT, envelope(CONSENT, position, "terms", PUBLISH), TARGETS, publish)
+    # Only x is held (y was deleted), with its stored profile; nothing changed it.
+    assert seen == [("x", stored_x), ("x", stored_x)]
+    assert sync.store.catalogue() == {"terms": 4}
+    sync.store.close()
+    sync.store = sync.open()
+    assert sync.store.catalogue() == {"terms": 4}
 
 
 # 4. Deliveries ------------------------------------------------------------------------------
@@ -642,10 +696,32 @@ BATCH = [
     (5, "y", ERASE),  # nobody holds y any more: nothing
     (6, "z", "test.Touch"),
 ]
+# y's deletion took the place of its upsert, not sent yet.
+# (seqs from 3: two events come before the batch)
+BATCH_DUE = [did(HOOK, 3, "x"), did(HOOK, 6, "y"), did(HOOK, 8, "z")]
+# A publication asks what the connector holds, as this batch's own events left it: x from
+# the store, y sent and z deleted within the batch, w sent before.
+PUBLISHING = [
+    (1, "x", "test.Touch"),
+    (2, "z", ERASE),
+    (3, "y", "test.Touch"),
+    (4, "s", PUBLISH),
+    (5, "y", "test.Touch"),
+]
+# (y's upsert at 7 waits behind its deletion)
+PUBLISHING_DUE = [did(HOOK, 4, "z"), did(HOOK, 6, "w"), did(HOOK, 6, "x"), did(HOOK, 6, "y")]
 
 
+@pytest.mark.parametrize(
+    ("batch", "due"), [(BATCH, BATCH_DUE), (PUBLISHING, PUBLISHING_DUE)], ids=["erase", "publish"]
+)
 def test_a_batch_equals_its_events_applied_one_by_one(
-    sync: Sync, database_url: str | None, tmp_path: Path, request: pytest.FixtureRequest
+    sync: Sync,
+    database_url: str | None,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    batch: list[tuple[int, str, str]],
+    due: list[str],
 ) -> None:
     other_url, name = None, f"test_{uuid.uuid4().hex}"
     if database_url is not None:  # a second, empty PostgreSQL database
@@ -653,14 +729,18 @@ def test_a_batch_equals_its_events_applied_one_by_one(
         other_url = cluster.create_database(name)
     one_by_one = Sync(other_url, tmp_path / "one-by-one.sqlite")
     try:
-        for position, customer, type_ in BATCH:
+        for s in (sync, one_by_one):  # held before the batch: w, and z
+            s.apply(CONSENT, 1, "w")
+            s.apply(CONSENT, 2, "z")
+            s.store.mark_delivered_many(HOOK, s.due(), T0)
+        for position, customer, type_ in batch:
             one_by_one.apply(IDENTITY, position, customer, type_)
-        envelopes = [envelope(IDENTITY, p, c, t) for p, c, t in BATCH]
+        envelopes = [envelope(IDENTITY, p, c, t) for p, c, t in batch]
         seqs = sync.store.apply_batch(IDENTITY, envelopes, TARGETS, sync.project)
-        assert seqs == [1, 2, 3, 4, 5, 6]
-        assert sync.snapshot(["x", "y", "z"]) == one_by_one.snapshot(["x", "y", "z"])
-        # y's deletion took the place of its upsert, not sent yet.
-        assert sync.due() == [did(HOOK, 1, "x"), did(HOOK, 4, "y"), did(HOOK, 6, "z")]
+        assert seqs == list(range(3, 3 + len(batch)))
+        customers = ["w", "x", "y", "z"]
+        assert sync.snapshot(customers) == one_by_one.snapshot(customers)
+        assert sync.due() == due
     finally:
         one_by_one.store.close()
         if other_url is not None:
@@ -705,12 +785,14 @@ def test_a_batch_failing_half_way_changes_nothing(sync: Sync) -> None:
         load: ProfileLoader,
         targets: Sequence[Target],
         holds: HoldingLookup,
-    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery]]:
+        catalogue: Catalogue,
+        held: HeldProfiles,
+    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery], Catalogue]:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise RuntimeError("poison")
-        return sync.project(envelope, seq, load, targets, holds)
+        return sync.project(envelope, seq, load, targets, holds, catalogue, held)
 
     envelopes = [envelope(IDENTITY, p, c) for p, c in ((2, "y"), (3, "x"), (4, "y"))]
     with pytest.raises(RuntimeError):

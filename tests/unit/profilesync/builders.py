@@ -112,6 +112,15 @@ def consent(
     )
 
 
+def published(
+    statement: str = "marketing-email", version: str = "2.0", *, position: int
+) -> Envelope:
+    event = consent_events.StatementPublished(
+        statement_id=statement, version=version, purpose="marketing", title="Mail"
+    )
+    return envelope(event, position=position, aggregate_id=statement, version=0, stream="CONSENT")
+
+
 def entry(
     status: ConsentStatus = ConsentStatus.GRANTED,
     *,

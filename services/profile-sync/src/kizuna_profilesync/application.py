@@ -21,7 +21,14 @@ from kizuna_profilesync.domain.export_format import (
 )
 from kizuna_profilesync.domain.gating import EventType, visible
 from kizuna_profilesync.domain.profile import Profile, ProfileStatus
-from kizuna_profilesync.domain.projection import Change, fold, project
+from kizuna_profilesync.domain.projection import Change, fold, project, published_statement
+from kizuna_profilesync.domain.statements import (
+    EMPTY,
+    Catalogue,
+    resolve,
+    resolved,
+    with_version,
+)
 from kizuna_profilesync.projector import gate, projector
 from kizuna_profilesync.storage.interface import (
     ConnectorCounts,
@@ -38,7 +45,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _fold_event(profiles: dict[str, Profile], envelope: Envelope) -> None:
+def _fold_event(
+    profiles: dict[str, Profile], catalogue: dict[str, int], envelope: Envelope
+) -> None:
+    statement = published_statement(envelope)
+    if statement is not None:
+        catalogue.update(with_version(catalogue, *statement))
     fold(profiles, project(envelope))
 
 
@@ -50,13 +62,21 @@ def _replayed(
     profiles: dict[str, Profile] = {}
     held: dict[str, bytes | None] = {}
     queued: list[OutgoingDelivery] = []
+    catalogue: Catalogue = EMPTY
+
+    def held_profiles(connector_id: str) -> Iterator[tuple[str, Profile | None]]:
+        assert connector_id == target.connector_id  # the one connector replayed
+        return ((c, profiles.get(c)) for c, data in list(held.items()) if data is not None)
+
     for seq, envelope in inbox:
-        changed, deliveries = projector(
+        changed, deliveries, catalogue = projector(
             envelope,
             seq,
             lambda customer: profiles.get(customer),
             [target],
             lambda _c, customer: held.get(customer) is not None,
+            catalogue,
+            held_profiles,
         )
         for customer_id, profile in changed.items():
             if profile is None:
@@ -121,7 +141,8 @@ class ProfileSyncApplication:
         return seqs
 
     def profile(self, customer_id: str) -> Profile | None:
-        return self.store.get_profile(customer_id)
+        """The customer's profile, its grants read against the statements published."""
+        return resolved(self.store.get_profile(customer_id), self.store.catalogue())
 
     def status(self, connector_id: str) -> Status:
         connector = self.connectors.get(connector_id)
@@ -151,13 +172,14 @@ class ProfileSyncApplication:
         the stored ones; returns the number of events folded."""
         with self._projecting:
             profiles: dict[str, Profile] = {}
+            catalogue: dict[str, int] = {}
             events = 0
             # The domain fold alone: with no connectors to gate for, the projector would
             # only wrap it.
             for _seq, _stream, envelope in self.store.inbox(1):
-                _fold_event(profiles, envelope)
+                _fold_event(profiles, catalogue, envelope)
                 events += 1
-            self.store.replace_profiles(sorted(profiles.items()))
+            self.store.replace_profiles(sorted(profiles.items()), catalogue)
         return events
 
     def rewind(self, stream: str, after: int) -> Rewound:
@@ -175,10 +197,15 @@ class ProfileSyncApplication:
             seq: int,
             rewind: int,
             holds: HoldingLookup,
+            catalogues: tuple[Catalogue, Catalogue],
         ) -> list[OutgoingDelivery]:
             event_id = f"{stream.lower()}-rewind:{rewind}"  # per customer: "<id>/<customer>"
+            before, after = catalogues
             return gate(
-                {c: Change(was, now) for c, (was, now) in changes.items()},
+                {
+                    c: Change(resolved(was, before), resolved(now, after))
+                    for c, (was, now) in changes.items()
+                },
                 targets,
                 holds,
                 seq,
@@ -205,12 +232,14 @@ class ProfileSyncApplication:
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / file_name(connector_id, self.store.last_seq(), fmt)
         rows = 0
+        catalogue = self.store.catalogue()
 
         def profiles() -> Iterator[Profile]:
             # Who may have it now, as they are now: the connector's settings may have
-            # changed since the profiles did.
+            # changed since the profiles did, and statements been published.
             nonlocal rows
-            for profile in self.store.profiles():
+            for stored in self.store.profiles():
+                profile = resolve(stored, catalogue)
                 if visible(audience, profile):
                     rows += 1
                     yield profile

@@ -9,9 +9,16 @@ from datetime import UTC, datetime
 from kizuna.events.v1.envelope_pb2 import Envelope
 from kizuna_profilesync.domain.gating import EventType, decide
 from kizuna_profilesync.domain.profile import Profile
-from kizuna_profilesync.domain.projection import Change, project, run
+from kizuna_profilesync.domain.projection import Change, project, published_statement, run
+from kizuna_profilesync.domain.statements import (
+    Catalogue,
+    resolved,
+    statements_changed,
+    with_version,
+)
 from kizuna_profilesync.domain.webhooks import build_body, webhook_id
 from kizuna_profilesync.storage.interface import (
+    HeldProfiles,
     HoldingLookup,
     OutgoingDelivery,
     ProfileLoader,
@@ -49,13 +56,63 @@ def projector(
     load: ProfileLoader,
     targets: Sequence[Target],
     holds: HoldingLookup,
-) -> tuple[dict[str, Profile | None], list[OutgoingDelivery]]:
+    catalogue: Catalogue,
+    held: HeldProfiles,
+) -> tuple[dict[str, Profile | None], list[OutgoingDelivery], Catalogue]:
     changes = run(LoadedProfiles(load), project(envelope))
     occurred_at = envelope.occurred_at.ToDatetime(tzinfo=UTC)
+    statement = published_statement(envelope)
+    if statement is not None:
+        after = with_version(catalogue, *statement)
+        deliveries = outdated(catalogue, after, targets, held, seq, occurred_at, envelope.event_id)
+        return {}, deliveries, after
     deliveries = gate(
-        changes, targets, holds, seq, occurred_at, envelope.event_id, envelope.aggregate_id
+        {
+            customer_id: Change(resolved(c.before, catalogue), resolved(c.after, catalogue))
+            for customer_id, c in changes.items()
+        },
+        targets,
+        holds,
+        seq,
+        occurred_at,
+        envelope.event_id,
+        envelope.aggregate_id,
     )
-    return {customer_id: change.after for customer_id, change in changes.items()}, deliveries
+    return (
+        {customer_id: change.after for customer_id, change in changes.items()},
+        deliveries,
+        catalogue,
+    )
+
+
+def outdated(
+    before: Catalogue,
+    after: Catalogue,
+    targets: Sequence[Target],
+    held: HeldProfiles,
+    seq: int,
+    occurred_at: datetime,
+    event_id: str,
+) -> list[OutgoingDelivery]:
+    """What a change of the catalogue tells connectors: a customer whose grant a new MAJOR
+    outdated no longer passes a connector that requires the statement, which gets a
+    deletion. Only those connectors are asked, and only about the customers they hold: no
+    one becomes visible by a new version."""
+    changed = statements_changed(before, after)
+    deliveries: list[OutgoingDelivery] = []
+    for target in targets:
+        if not changed.intersection(target.required_statements):
+            continue
+        for customer_id, profile in held(target.connector_id):
+            change = Change(resolved(profile, before), resolved(profile, after))
+            deliveries += gate(
+                {customer_id: change}, [target], _held, seq, occurred_at, event_id, ""
+            )
+    return deliveries
+
+
+def _held(connector_id: str, customer_id: str) -> bool:
+    return True  # every customer `held` gives
 
 
 def gate(

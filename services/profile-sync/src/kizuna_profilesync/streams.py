@@ -9,7 +9,8 @@ from kizuna_kit.threads import OwnThreads
 from kizuna_profilesync.application import ProfileSyncApplication
 
 DURABLE = "profilesync"
-STREAMS = {"IDENTITY": "identity.customer.>", "CONSENT": "consent.subject.>"}
+# Consent records, and statement publications (a new MAJOR outdates earlier grants).
+STREAMS = {"IDENTITY": "identity.customer.>", "CONSENT": "consent.>"}
 
 # Both streams' consumers share one projection thread: one projection transaction at a
 # time, in the order they were handed over, keeps the inbox order equal to commit order.

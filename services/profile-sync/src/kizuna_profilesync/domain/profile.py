@@ -25,6 +25,8 @@ class ProfileStatus(StrEnum):
 class ConsentStatus(StrEnum):
     GRANTED = "GRANTED"
     WITHDRAWN = "WITHDRAWN"
+    # Only ever read (statements.resolve): a grant of an older MAJOR than the latest.
+    OUTDATED = "OUTDATED"
 
 
 SCALAR_FIELDS = ("given_name", "family_name", "phone", "birthdate", "locale")

@@ -46,6 +46,7 @@ from kizuna_profilesync.domain.profile import (
     ProfileFields,
     ProfileStatus,
 )
+from kizuna_profilesync.domain.statements import major_of
 
 _T = TypeVar("_T")
 
@@ -206,6 +207,24 @@ def project(envelope: Envelope) -> list[Operation]:
     return handler(message, meta)
 
 
+_STATEMENT_PUBLISHED = consent_events.StatementPublished.DESCRIPTOR.full_name
+
+
+def published_statement(envelope: Envelope) -> tuple[str, int] | None:
+    """(statement id, MAJOR) of a statement's publication; None for any other event.
+
+    A publication changes no profile (`project` gives no operations for it) but what the
+    profiles' grants are worth: see `statements`.
+    """
+    if envelope.payload.type_url.rpartition("/")[2] != _STATEMENT_PUBLISHED:
+        return None
+    message = consent_events.StatementPublished.FromString(envelope.payload.value)
+    major = major_of(message.version)
+    if major is None:
+        raise MalformedEvent(f"statement version {message.version!r} is not MAJOR.MINOR")
+    return _required(message.statement_id, "statement_id"), major
+
+
 def _registered(m: Message, meta: _Meta) -> list[Operation]:
     assert isinstance(m, identity_events.CustomerRegistered)
     return [
@@ -303,7 +322,8 @@ def _consent_recorded(m: Message, meta: _Meta) -> list[Operation]:
 
 
 def _ignored(_m: Message, _meta: _Meta) -> list[Operation]:
-    # Statement texts and site policies do not change what a profile holds.
+    # Site policies do not change what a profile holds; statements change what its grants
+    # are worth (`published_statement`), not the profile.
     return []
 
 

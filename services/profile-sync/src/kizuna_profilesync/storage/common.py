@@ -20,6 +20,7 @@ from kizuna_profilesync.domain.erasure import redacted
 from kizuna_profilesync.domain.gating import EventType
 from kizuna_profilesync.domain.profile import Profile, ProfileStatus, rfc3339
 from kizuna_profilesync.domain.projection import IDENTITY_STREAM
+from kizuna_profilesync.domain.statements import Catalogue, statements_changed
 from kizuna_profilesync.storage.interface import (
     ConnectorCounts,
     Corrector,
@@ -106,6 +107,12 @@ _TABLES = [
         customer_id {text} NOT NULL,
         data {blob} NOT NULL,
         PRIMARY KEY (connector_id, customer_id)
+    )""",
+    # The statement catalogue: the latest MAJOR of each statement published, folded from
+    # the inbox's publications with the profiles.
+    """CREATE TABLE IF NOT EXISTS statements (
+        statement_id {text} PRIMARY KEY,
+        major {int} NOT NULL
     )""",
 ]
 
@@ -290,6 +297,17 @@ UNSETTLED_REWIND = """
         SELECT 1 FROM deliveries WHERE connector_id = :connector
         AND status IN ('pending', 'dead') AND seq <= rewinds.last_seq)"""
 REWIND_PAGE = 10_000
+
+CATALOGUE = "SELECT statement_id, major FROM statements"
+UPSERT_STATEMENT = """
+    INSERT INTO statements (statement_id, major) VALUES (:statement, :major)
+    ON CONFLICT (statement_id) DO UPDATE SET major = excluded.major"""
+# A connector's holdings with the profiles, a page at a time (`_paged`).
+HELD_PAGE = """
+    SELECT h.customer_id, p.document FROM holdings AS h
+    LEFT JOIN profiles AS p ON p.customer_id = h.customer_id
+    WHERE h.connector_id = :connector AND h.customer_id > :after
+    ORDER BY h.customer_id LIMIT :limit"""
 
 HOLDS = "SELECT 1 FROM holdings WHERE connector_id = :connector AND customer_id = :customer"
 UPSERT_HOLDING = """
@@ -502,16 +520,34 @@ class SqlSyncStore:
                     held[key] = cur.fetchone() is not None
                 return held[key]
 
+            def held_profiles(connector_id: str) -> Iterator[tuple[str, Profile | None]]:
+                # The stored holdings and profiles, as this batch's earlier events left them.
+                known = {c: h for (k, c), h in held.items() if k == connector_id}
+                for customer_id, document in _paged(cur, HELD_PAGE, "", connector=connector_id):
+                    if customer_id in known:
+                        continue
+                    if customer_id in profiles:
+                        yield customer_id, profiles[customer_id]
+                    else:  # not kept: a connector may hold millions
+                        yield customer_id, None if document is None else _profile(document)
+                for customer_id, holding in sorted(known.items()):
+                    if holding:
+                        yield customer_id, load(customer_id)
+
+            catalogue = stored_catalogue = _catalogue(cur)
             changed: dict[str, Profile | None] = {}
             deliveries: list[OutgoingDelivery] = []
             for seq, envelope in fresh:
-                event_changed, event_deliveries = projector(envelope, seq, load, targets, holds)
+                event_changed, event_deliveries, catalogue = projector(
+                    envelope, seq, load, targets, holds, catalogue, held_profiles
+                )
                 profiles.update(event_changed)
                 changed.update(event_changed)
                 for d in event_deliveries:
                     held[(d.connector_id, d.customer_id)] = d.holding is not None
                 deliveries += event_deliveries
             self._write_projection(cur, changed, deliveries)
+            _write_catalogue(cur, stored_catalogue, catalogue)
             self._supersede_before_deletions(cur, deliveries)
             # A profile changes to a tombstone only on its erasure (a redelivery is
             # skipped above, and nothing changes an erased profile again).
@@ -581,7 +617,8 @@ class SqlSyncStore:
             # holdings already count them, and the corrections come after them.
             cur.execute(UNINDEX_PAST, params)
             cur.execute(FORGET_PAST, params)
-            changes = self._refold(cur, fold_event)
+            stored_catalogue = _catalogue(cur)
+            changes, catalogue = self._refold(cur, fold_event, stored_catalogue)
             held: dict[tuple[str, str], bool] = {}
             self._prefetch_holdings(cur, sorted(changes), [t.connector_id for t in targets], held)
             number = len(self._rewinds.get(stream, ())) + 1
@@ -593,8 +630,10 @@ class SqlSyncStore:
                     seq,
                     number,
                     lambda connector, customer: held[(connector, customer)],
+                    (stored_catalogue, catalogue),
                 )
             self._write_projection(cur, {c: a for c, (_, a) in changes.items()}, deliveries)
+            _write_catalogue(cur, stored_catalogue, catalogue)
             cur.execute(
                 INSERT_REWIND,
                 {
@@ -612,20 +651,24 @@ class SqlSyncStore:
 
     @staticmethod
     def _refold(
-        cur: Cursor, fold_event: EventFolder
-    ) -> dict[str, tuple[Profile | None, Profile | None]]:
-        """Every profile folded again from the inbox (within the caller's transaction); the
-        ones that differ from the stored ones, as customer -> (stored, refolded)."""
+        cur: Cursor, fold_event: EventFolder, stored_catalogue: Catalogue
+    ) -> tuple[dict[str, tuple[Profile | None, Profile | None]], Catalogue]:
+        """Every profile and the catalogue folded again from the inbox (within the caller's
+        transaction). The profiles that differ from the stored ones, as customer ->
+        (stored, refolded), with those whose consents a changed statement reads otherwise;
+        and the refolded catalogue (`stored_catalogue` itself when equal)."""
         refolded: dict[str, Profile] = {}
+        catalogue: dict[str, int] = {}
         for _seq, data in _paged(cur, INBOX_PAGE, 0):
-            fold_event(refolded, Envelope.FromString(bytes(data)))
+            fold_event(refolded, catalogue, Envelope.FromString(bytes(data)))
+        statements = statements_changed(stored_catalogue, catalogue)
         changes: dict[str, tuple[Profile | None, Profile | None]] = {}
         for customer_id, document in _paged(cur, PROFILES_PAGE, ""):
             stored, again = _profile(document), refolded.pop(customer_id, None)
-            if again != stored:
+            if again != stored or not statements.isdisjoint(stored.consents):
                 changes[customer_id] = (stored, again)
         changes.update((c, (None, p)) for c, p in refolded.items())
-        return changes
+        return changes, catalogue if statements else stored_catalogue
 
     def _forget(
         self, cur: Cursor, customer_ids: Sequence[str], connector_ids: Sequence[str]
@@ -743,10 +786,13 @@ class SqlSyncStore:
             holdings = {(d.connector_id, d.customer_id): d.holding for d in deliveries}
             self._write_holdings(cur, holdings)
 
-    def replace_profiles(self, profiles: Iterable[tuple[str, Profile]]) -> int:
+    def replace_profiles(
+        self, profiles: Iterable[tuple[str, Profile]], catalogue: Catalogue
+    ) -> int:
         rows = 0
         with self._db.write() as cur:
             self._serialize(cur)
+            replace_catalogue(cur, catalogue)
             cur.execute("DELETE FROM profiles", {})
             chunk: list[dict[str, Any]] = []
             for customer_id, profile in profiles:
@@ -759,6 +805,10 @@ class SqlSyncStore:
                 cur.executemany(UPSERT_PROFILE, chunk)
                 rows += len(chunk)
         return rows
+
+    def catalogue(self) -> Catalogue:
+        with self._db.read() as cur:
+            return _catalogue(cur)
 
     def get_profile(self, customer_id: str) -> Profile | None:
         with self._db.read() as cur:
@@ -973,18 +1023,43 @@ def _unsettled_rewind(cur: Cursor, connector_id: str) -> int | None:
     return None if found is None else int(found)
 
 
-def _paged(cur: Cursor, sql: str, start: object) -> Iterator[Row]:
+def _paged(cur: Cursor, sql: str, start: object, **params: object) -> Iterator[Row]:
     """The rows of `sql`, read REWIND_PAGE at a time on `cur` (within its transaction):
-    each page starts `:after` the first column of the previous page's last row."""
+    each page starts `:after` the first column of the previous page's last row. A page is
+    read whole before its rows are handed out, so the caller may use `cur` meanwhile."""
     after = start
-    while rows := _fetch_page(cur, sql, after):
+    while rows := _fetch_page(cur, sql, after, params):
         yield from rows
         after = rows[-1][0]
 
 
-def _fetch_page(cur: Cursor, sql: str, after: object) -> list[Row]:
-    cur.execute(sql, {"after": after, "limit": REWIND_PAGE})
+def _fetch_page(cur: Cursor, sql: str, after: object, params: Params) -> list[Row]:
+    cur.execute(sql, {**params, "after": after, "limit": REWIND_PAGE})
     return cur.fetchall()
+
+
+def _catalogue(cur: Cursor) -> Catalogue:
+    cur.execute(CATALOGUE, {})
+    return {str(statement_id): int(major) for statement_id, major in cur.fetchall()}
+
+
+def replace_catalogue(cur: Cursor, catalogue: Catalogue) -> None:
+    _write_catalogue(cur, _catalogue(cur), catalogue)
+
+
+def _write_catalogue(cur: Cursor, stored: Catalogue, catalogue: Catalogue) -> None:
+    """Writes what differs from the stored catalogue (statements are never unpublished, but
+    a rewind can forget a publication: those rows go)."""
+    if catalogue is stored:
+        return
+    gone = [{"statement": s} for s in stored if s not in catalogue]
+    if gone:
+        cur.executemany("DELETE FROM statements WHERE statement_id = :statement", gone)
+    rows = [
+        {"statement": s, "major": major} for s, major in catalogue.items() if stored.get(s) != major
+    ]
+    if rows:
+        cur.executemany(UPSERT_STATEMENT, rows)
 
 
 def _identity_of(envelope: Envelope) -> tuple[object, ...]:

@@ -23,6 +23,7 @@ from typing import Protocol
 from kizuna.events.v1.envelope_pb2 import Envelope
 from kizuna_profilesync.domain.connector import ConnectorError
 from kizuna_profilesync.domain.profile import Profile
+from kizuna_profilesync.domain.statements import Catalogue
 
 
 class DeliveryStatus(StrEnum):
@@ -81,9 +82,12 @@ class ConnectorCounts:
 
 
 class Projector(Protocol):
-    """Pure: an envelope, the profiles it touches (loaded through `load`) and the live
-    targets in; the changed profiles and the deliveries out. The application supplies it
-    (domain projection + gating); the store runs it inside its transaction."""
+    """Pure: an envelope, the profiles it touches (loaded through `load`), the live
+    targets and the statement catalogue in; the changed profiles, the deliveries and the
+    catalogue after the event out. The application supplies it (domain projection +
+    gating); the store runs it inside its transaction. A statement's new MAJOR changes no
+    profile but what the grants are worth: the projector then reads the customers each
+    requiring connector holds through `held`."""
 
     def __call__(
         self,
@@ -92,7 +96,16 @@ class Projector(Protocol):
         load: ProfileLoader,
         targets: Sequence[Target],
         holds: HoldingLookup,
-    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery]]: ...
+        catalogue: Catalogue,
+        held: HeldProfiles,
+    ) -> tuple[dict[str, Profile | None], list[OutgoingDelivery], Catalogue]: ...
+
+
+class HeldProfiles(Protocol):
+    """(customer_id, profile) of every customer the connector holds, as they stand at this
+    point of the transaction, streamed."""
+
+    def __call__(self, connector_id: str) -> Iterator[tuple[str, Profile | None]]: ...
 
 
 class ProfileLoader(Protocol):
@@ -128,8 +141,9 @@ class HoldingLookup(Protocol):
     def __call__(self, connector_id: str, customer_id: str) -> bool: ...
 
 
-# Folds one inbox event into the profiles (the domain's fold, as a rebuild runs it).
-EventFolder = Callable[[dict[str, Profile], Envelope], None]
+# Folds one inbox event into the profiles and the statement catalogue (statement id ->
+# latest MAJOR), as a rebuild runs it.
+EventFolder = Callable[[dict[str, Profile], dict[str, int], Envelope], None]
 # A replay's deliveries for one connector and what it holds afterwards, from the inbox
 # ((seq, envelope) in seq order).
 ReplayDeriver = Callable[
@@ -141,7 +155,8 @@ ReplayDeriver = Callable[
 class Corrector(Protocol):
     """Pure: the deliveries that tell connectors about customers a rewind changed
     (customer -> (profile before, profile after)), `seq` their position, `rewind` the
-    stream's rewind number (for their webhook ids)."""
+    stream's rewind number (for their webhook ids), `catalogues` the statement catalogue
+    before and after the rewind."""
 
     def __call__(
         self,
@@ -149,6 +164,7 @@ class Corrector(Protocol):
         seq: int,
         rewind: int,
         holds: HoldingLookup,
+        catalogues: tuple[Catalogue, Catalogue],
     ) -> list[OutgoingDelivery]: ...
 
 
@@ -195,8 +211,10 @@ class SyncStore(Protocol):
         """After a service was restored from a backup, its stream numbers positions past
         `after` again, with other events. In ONE transaction: forget the inbox's events of
         `stream` past `after`, supersede their deliveries not yet sent, refold every
-        profile from the inbox that stays, write the profiles that changed, and queue the
-        corrector's deliveries for them (holdings follow). Returns zeros and changes
+        profile and the statement catalogue from the inbox that stays, write the profiles
+        that changed (and the catalogue), and queue the corrector's deliveries for them
+        (holdings follow); a changed catalogue counts every profile with a consent to a
+        statement it changed as changed. Returns zeros and changes
         nothing when the inbox holds nothing past `after`.
 
         Events of `stream` applied later, at positions past `after`, get a webhook id of
@@ -205,8 +223,14 @@ class SyncStore(Protocol):
 
     def get_profile(self, customer_id: str) -> Profile | None: ...
 
-    def replace_profiles(self, profiles: Iterable[tuple[str, Profile]]) -> int:
-        """Rebuild: in one transaction, every profile replaced by these (batched writes)."""
+    def replace_profiles(
+        self, profiles: Iterable[tuple[str, Profile]], catalogue: Catalogue
+    ) -> int:
+        """Rebuild: in one transaction, every profile replaced by these (batched writes),
+        and the statement catalogue by this one."""
+
+    def catalogue(self) -> Catalogue:
+        """Statement id -> the latest MAJOR published, as far as the inbox goes."""
 
     def positions(self) -> dict[str, int]:
         """stream -> highest position in the inbox (read-your-writes waits on this)."""

@@ -13,7 +13,8 @@ from datetime import datetime
 
 from kizuna_kit.sql import PostgresDatabase
 from kizuna_profilesync.domain.profile import Profile
-from kizuna_profilesync.storage.common import SqlSyncStore, utc_now
+from kizuna_profilesync.domain.statements import Catalogue
+from kizuna_profilesync.storage.common import SqlSyncStore, replace_catalogue, utc_now
 from kizuna_profilesync.storage.serialization import profile_to_bytes
 
 APPLY_LOCK = 0x6B7A2D70732D6170  # "kz-ps-ap"
@@ -28,11 +29,14 @@ class PostgresSyncStore(SqlSyncStore):
         self._pg = PostgresDatabase(url, pool_size, name="kizuna-profilesync")
         super().__init__(self._pg, clock)
 
-    def replace_profiles(self, profiles: Iterable[tuple[str, Profile]]) -> int:
+    def replace_profiles(
+        self, profiles: Iterable[tuple[str, Profile]], catalogue: Catalogue
+    ) -> int:
         """A rebuild's profiles by binary COPY into the emptied table, in one transaction."""
         rows = 0
         with self._pg.write(pipeline=False) as cur:
             self._serialize(cur)
+            replace_catalogue(cur, catalogue)
             cur.execute("DELETE FROM profiles", {})
             with cur.copy_in("profiles", ("customer_id", "document"), ("text", "bytea")) as copy:
                 for customer_id, profile in profiles:

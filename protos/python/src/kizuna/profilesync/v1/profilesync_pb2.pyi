@@ -63,12 +63,16 @@ class _ConsentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Consent
     CONSENT_STATUS_UNSPECIFIED: _ConsentStatus.ValueType  # 0
     CONSENT_STATUS_GRANTED: _ConsentStatus.ValueType  # 1
     CONSENT_STATUS_WITHDRAWN: _ConsentStatus.ValueType  # 2
+    CONSENT_STATUS_OUTDATED: _ConsentStatus.ValueType  # 3
+    """Granted for an older MAJOR version than the latest published: re-consent needed."""
 
 class ConsentStatus(_ConsentStatus, metaclass=_ConsentStatusEnumTypeWrapper): ...
 
 CONSENT_STATUS_UNSPECIFIED: ConsentStatus.ValueType  # 0
 CONSENT_STATUS_GRANTED: ConsentStatus.ValueType  # 1
 CONSENT_STATUS_WITHDRAWN: ConsentStatus.ValueType  # 2
+CONSENT_STATUS_OUTDATED: ConsentStatus.ValueType  # 3
+"""Granted for an older MAJOR version than the latest published: re-consent needed."""
 Global___ConsentStatus: _TypeAlias = ConsentStatus  # noqa: Y015
 
 class _ProfileStatus:
